@@ -1,0 +1,62 @@
+"""streamclf: real-time human action recognition on live video.
+
+``import streamclf`` is light: torch, OpenCV and ONNX Runtime load on first use.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from streamclf.errors import (
+    ConfigError,
+    DataError,
+    ModelError,
+    SourceError,
+    StreamclfError,
+    WeightsError,
+)
+
+try:
+    __version__ = version("streamclf")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+if TYPE_CHECKING:
+    from streamclf.classify import ActionClassifier, ClassificationResult, classify_file
+    from streamclf.models import ModelSpec, get_spec, list_models, load_model
+
+_LAZY = {
+    "ActionClassifier": "streamclf.classify",
+    "ClassificationResult": "streamclf.classify",
+    "classify_file": "streamclf.classify",
+    "ModelSpec": "streamclf.models",
+    "get_spec": "streamclf.models",
+    "list_models": "streamclf.models",
+    "load_model": "streamclf.models",
+}
+
+__all__ = [
+    "ActionClassifier",
+    "ClassificationResult",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "ModelSpec",
+    "SourceError",
+    "StreamclfError",
+    "WeightsError",
+    "__version__",
+    "classify_file",
+    "get_spec",
+    "list_models",
+    "load_model",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamclf' has no attribute {name!r}")
+    return getattr(import_module(module), name)

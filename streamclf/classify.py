@@ -1,0 +1,147 @@
+"""Offline classification: frames or a file in, top-k labels, scores and an embedding out.
+
+Example::
+
+    from streamclf import ActionClassifier
+    clf = ActionClassifier("x3d_xs", weights="kinetics400")
+    labels, scores, features = clf(frames)      # frames: list of (H, W, 3) uint8 RGB
+    result = clf.classify_file("video.mp4", clips=3)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from streamclf._lazy import require
+from streamclf.models.labels import ClassMap
+from streamclf.models.loader import LoadedModel, load_model
+from streamclf.preprocess import ClipTransform
+from streamclf.video import centered_windows, probe, read_windows, sample_frames
+
+__all__ = ["ActionClassifier", "ClassificationResult", "classify_file"]
+
+
+class ClassificationResult(NamedTuple):
+    """Top-k class names, their probabilities (high to low), and the clip embedding.
+
+    ``features`` is a ``(feature_dim,)`` float32 array: the input of the model's final
+    linear layer (2048-d for X3D, 2304-d for SlowFast R50, 768-d for MViT/TimeSformer).
+    """
+
+    labels: list[str]
+    scores: list[float]
+    features: np.ndarray
+
+
+class ActionClassifier:
+    """Classify clips with one zoo model.
+
+    Args:
+        model_name: a name from ``streamclf models``.
+        weights: ``"kinetics400"`` (download once), a checkpoint path, or ``"random"``.
+        skip_preprocess: use the given frames as they are in time (no uniform temporal
+            subsampling to the model's frame count). Frames not already ``crop x crop``
+            are still resized and centre-cropped; normalisation always applies.
+        classmap: replaces the label list (dict name->index, list, or file).
+        topk: how many labels to return.
+        device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Not thread-safe: share one instance between threads only behind a lock.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "x3d_xs",
+        weights: str | os.PathLike[str] = "kinetics400",
+        skip_preprocess: bool = False,
+        classmap: ClassMap | None = None,
+        topk: int = 5,
+        device: str = "auto",
+    ) -> None:
+        if topk < 1:
+            raise ValueError("topk must be >= 1")
+        self.model: LoadedModel = load_model(model_name, weights, classmap, device)
+        self.spec = self.model.spec
+        self.topk = min(topk, self.spec.num_classes)
+        self.transform = ClipTransform(self.spec, temporal_subsample=not skip_preprocess)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def infer(self, clips: Sequence[Sequence[np.ndarray] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Run a batch of clips; returns ``(probs (B, K), features (B, D))`` float32."""
+        torch = require("torch")
+        inputs = [self.transform(c) for c in clips]
+        pathways = [
+            torch.from_numpy(np.stack([x[p] for x in inputs])).to(self.model.device)
+            for p in range(len(inputs[0]))
+        ]
+        with torch.inference_mode():
+            probs, feats = self.model.net(*pathways)
+        return probs.float().cpu().numpy(), feats.float().cpu().numpy()
+
+    def top(self, probs: np.ndarray, features: np.ndarray) -> ClassificationResult:
+        """Top-k of one ``(K,)`` probability vector, paired with its ``(D,)`` embedding."""
+        order = np.argsort(-probs, kind="stable")[: self.topk]
+        return ClassificationResult(
+            labels=[self.spec.labels[i] for i in order],
+            scores=[float(probs[i]) for i in order],
+            features=features.astype(np.float32, copy=False),
+        )
+
+    def __call__(self, frames: Sequence[np.ndarray] | np.ndarray) -> ClassificationResult:
+        """Classify one clip: ``T x (H, W, 3)`` uint8 RGB frames (or a ``(T, H, W, 3)`` array)."""
+        probs, feats = self.infer([frames])
+        return self.top(probs[0], feats[0])
+
+    def classify_clips(self, clips: Sequence[Sequence[np.ndarray]]) -> ClassificationResult:
+        """Average the probabilities (and embeddings) of several clips of one video."""
+        probs, feats = self.infer(clips)
+        return self.top(probs.mean(axis=0), feats.mean(axis=0))
+
+    def classify_file(
+        self,
+        path: str | os.PathLike[str],
+        clips: int = 1,
+        sample_type: str | None = None,
+        num_samples: int | None = None,
+        time_step: float | None = None,
+    ) -> ClassificationResult:
+        """Classify a video file.
+
+        By default: ``clips`` windows of the model's duration (num_frames x
+        sampling_rate / 30 s, in the video's own time), one centred or several evenly
+        spread, probabilities averaged; a shorter video is used whole. With
+        ``sample_type`` (``uniform_temporal_subsample`` / ``time_step_sample``) the frames
+        are sampled towhee-style over the whole video and fed as one clip.
+
+        Raises:
+            DataError: missing, unreadable, corrupt or truncated file.
+        """
+        if sample_type is not None:
+            frames, _ = sample_frames(path, sample_type, num_samples, time_step)
+            return self(frames)
+        info = probe(path)
+        windows = centered_windows(info.duration_s, self.spec.clip_duration_s, clips)
+        found = read_windows(Path(path), windows, frame_fn=self.transform.spatial)
+        return self.classify_clips([frames for frames, _ in found])
+
+
+def classify_file(
+    path: str | os.PathLike[str],
+    model_name: str = "x3d_xs",
+    weights: str | os.PathLike[str] = "kinetics400",
+    topk: int = 5,
+    clips: int = 1,
+    device: str = "auto",
+    classmap: ClassMap | None = None,
+) -> ClassificationResult:
+    """One-shot helper: build an :class:`ActionClassifier` and classify ``path``."""
+    clf = ActionClassifier(model_name, weights, classmap=classmap, topk=topk, device=device)
+    return clf.classify_file(path, clips=clips)

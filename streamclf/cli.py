@@ -1,0 +1,196 @@
+"""The ``streamclf`` command line.
+
+Every user error ends as one line on stderr and a non-zero exit status; a
+traceback is printed only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from streamclf import __version__
+from streamclf.errors import DataError, StreamclfError, WeightsError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("streamclf")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def default_demo_clip() -> Path:
+    """The bundled real clip (mmaction2's ``demo/demo.mp4``, arm wrestling)."""
+    return Path(str(resources.files("streamclf") / "assets" / "demo.mp4"))
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="x3d_xs", help="zoo model name (see `streamclf models`)")
+    p.add_argument(
+        "--weights", default="kinetics400",
+        help="kinetics400 (download once), a checkpoint PATH, or random",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--classmap", default=None, help="JSON/text file replacing the label list")
+    p.add_argument("--topk", type=int, default=5, help="labels to report (default 5)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamclf", description="Real-time human action recognition on video."
+    )
+    parser.add_argument("--version", action="version", version=f"streamclf {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and decoder logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log lifecycle details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="list the model zoo")
+    models.add_argument("--json", action="store_true", help="one JSON object per model")
+
+    classify = sub.add_parser("classify", help="classify video files")
+    classify.add_argument("paths", nargs="+", metavar="PATH", help="video files")
+    _add_model_options(classify)
+    classify.add_argument(
+        "--clips", type=int, default=1,
+        help="clips per file, evenly spread, probabilities averaged (default 1, centred)",
+    )
+    classify.add_argument(
+        "--sample-type", choices=["uniform_temporal_subsample", "time_step_sample"],
+        default=None, help="towhee-style sampling over the whole video instead of clips",
+    )
+    classify.add_argument("--num-samples", type=int, default=None)
+    classify.add_argument("--time-step", type=float, default=None, help="seconds")
+    classify.add_argument("--json", action="store_true", help="one JSON object per file")
+    classify.add_argument("--features", action="store_true", help="include the embedding")
+
+    demo = sub.add_parser("demo", help="classify the bundled demo clip")
+    _add_model_options(demo)
+    demo.add_argument("--source", default=None, help="video file (default: bundled clip)")
+    return parser
+
+
+def _configure_logging(verbose: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="streamclf: %(levelname)s: %(message)s", force=True)
+    if not debug:
+        # FFmpeg prints decoder complaints straight to stderr; streamclf reports
+        # corrupt input itself in one line. --debug keeps FFmpeg's own messages.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from streamclf.models import list_models
+
+    specs = list_models()
+    if args.json:
+        for s in specs:
+            print(json.dumps({
+                "name": s.name, "frames": s.num_frames, "sampling_rate": s.sampling_rate,
+                "clip_seconds": round(s.clip_duration_s, 3), "side_size": s.side_size,
+                "crop_size": s.crop_size, "mean": s.mean, "std": s.std,
+                "slowfast_alpha": s.slowfast_alpha, "feature_dim": s.feature_dim,
+                "classes": s.num_classes, "weights_url": s.weights_url,
+            }))
+        return EXIT_OK
+    header = f"{'model':<24}{'frames x rate':>14}{'clip s':>8}{'side/crop':>11}{'feat':>6}  note"
+    print(header)
+    print("-" * len(header))
+    for s in specs:
+        fr = f"{s.num_frames}x{s.sampling_rate}"
+        sc = f"{s.side_size}/{s.crop_size}"
+        print(f"{s.name:<24}{fr:>14}{s.clip_duration_s:>8.2f}{sc:>11}{s.feature_dim:>6}  {s.note}")
+    return EXIT_OK
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from streamclf.classify import ActionClassifier
+
+    if args.clips < 1:
+        raise StreamclfError(f"--clips must be >= 1, got {args.clips}")
+    clf = ActionClassifier(
+        args.model, args.weights, classmap=args.classmap, topk=args.topk, device=args.device
+    )
+    status = EXIT_OK
+    for path in args.paths:
+        try:
+            result = clf.classify_file(
+                path, clips=args.clips, sample_type=args.sample_type,
+                num_samples=args.num_samples, time_step=args.time_step,
+            )
+        except (DataError, ValueError) as exc:
+            print(f"streamclf: error: {exc}", file=sys.stderr, flush=True)
+            status = EXIT_ERROR
+            continue
+        if args.json:
+            obj: dict[str, object] = {
+                "path": str(path), "labels": result.labels,
+                "scores": [round(s, 6) for s in result.scores],
+            }
+            if args.features:
+                obj["features"] = [round(float(x), 6) for x in result.features]
+            print(json.dumps(obj), flush=True)
+        else:
+            tops = ", ".join(f"{lab} ({sc:.3f})" for lab, sc in zip(result.labels, result.scores))
+            print(f"{path}: {tops}", flush=True)
+    return status
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streamclf.classify import ActionClassifier
+
+    source = Path(args.source) if args.source else default_demo_clip()
+    weights = args.weights
+    try:
+        clf = ActionClassifier(args.model, weights, classmap=args.classmap, topk=args.topk,
+                               device=args.device)
+    except WeightsError as exc:
+        if weights != "kinetics400":
+            raise
+        banner = "!" * 78
+        print(f"{banner}\n!! {exc}\n!! DEMO FALLS BACK TO RANDOM WEIGHTS: the pipeline runs, "
+              f"but the labels are meaningless.\n{banner}", file=sys.stderr, flush=True)
+        clf = ActionClassifier(args.model, "random", classmap=args.classmap, topk=args.topk,
+                               device=args.device)
+    result = clf.classify_file(source)
+    print(f"{source.name} ({clf.spec.name}, weights: {clf.model.weights}, "
+          f"device: {clf.model.device})")
+    for lab, sc in zip(result.labels, result.scores):
+        print(f"  {sc:6.3f}  {'#' * max(1, round(sc * 40))} {lab}")
+    return EXIT_OK
+
+
+_COMMANDS = {"models": _cmd_models, "classify": _cmd_classify, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.debug)
+    try:
+        return _COMMANDS[args.command](args)
+    except StreamclfError as exc:
+        if args.debug:
+            raise
+        print(f"streamclf: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("streamclf: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"streamclf: internal error: {type(exc).__name__}: {exc} "
+              "(rerun with --debug for the traceback)", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

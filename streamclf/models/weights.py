@@ -1,0 +1,250 @@
+"""Checkpoints: download + cache + verify, local files, and strict loading.
+
+A ``weights`` value is one of:
+
+* ``"kinetics400"``: the spec's published checkpoint, downloaded once into the torch
+  hub cache (``$TORCH_HOME/hub/checkpoints``), written atomically and verified (the
+  spec's SHA-256 when published; otherwise the digest recorded at download time is
+  checked on every later load, so a damaged cache file is caught and fetched again);
+* a path to a pytorchvideo ``.pyth`` (``{"model_state": ...}``), a plain state dict
+  (``.pt``/``.pth``/``.bin``), or a ``.safetensors`` file; a streamclf fine-tuned
+  checkpoint carries a ``.json`` sidecar with its model name and labels;
+* ``"random"``: no checkpoint (a loud warning; for tests and smoke runs).
+
+Loading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` or
+safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamclf._lazy import require
+from streamclf.errors import WeightsError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from streamclf.models.registry import ModelSpec
+
+__all__ = [
+    "Checkpoint",
+    "cache_dir",
+    "download_checkpoint",
+    "load_checkpoint",
+    "load_into",
+    "read_sidecar",
+]
+
+log = logging.getLogger(__name__)
+
+KINETICS400 = "kinetics400"
+RANDOM = "random"
+DOWNLOAD_TIMEOUT_S = 30.0
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: tensors by key, plus what its sidecar says (may be empty)."""
+
+    state_dict: dict[str, Any]
+    origin: str
+    labels: tuple[str, ...] | None = None
+    model_name: str | None = None
+
+
+def cache_dir() -> Path:
+    """Where downloaded checkpoints live: torch hub's cache (honours ``$TORCH_HOME``)."""
+    torch = require("torch")
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_message(spec_name: str, url: str, reason: str) -> str:
+    return (
+        f"cannot download the kinetics400 weights for {spec_name} from {url} ({reason}); "
+        "if this machine is offline, pass --weights PATH with a local checkpoint, "
+        "or --weights random to run with untrained weights"
+    )
+
+
+def download_checkpoint(
+    url: str,
+    spec_name: str,
+    expected_sha256: str | None = None,
+    directory: Path | None = None,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+) -> Path:
+    """Return the cached file for ``url``, downloading it first if needed.
+
+    The file is streamed to a temporary name in the cache folder and renamed into
+    place only once complete and verified; a ``.sha256`` file beside it records the
+    digest. A cached file whose digest no longer matches is downloaded again.
+
+    Raises:
+        WeightsError: the server cannot be reached, answers an error, the transfer is
+            cut short, or the digest differs from ``expected_sha256``.
+    """
+    directory = directory or cache_dir()
+    target = directory / Path(urllib.request.urlparse(url).path).name
+    digest_file = target.with_name(target.name + ".sha256")
+    if target.is_file():
+        recorded = digest_file.read_text().strip() if digest_file.is_file() else None
+        wanted = expected_sha256 or recorded
+        if wanted is None or _sha256(target) == wanted:
+            return target
+        log.warning("cached checkpoint %s fails its checksum; downloading it again", target)
+    directory.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s weights from %s", spec_name, url)
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=target.name, suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "streamclf"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            expected_len = resp.headers.get("Content-Length")
+            shutil.copyfileobj(resp, out, _CHUNK)
+        size = tmp.stat().st_size
+        if expected_len is not None and size != int(expected_len):
+            raise WeightsError(
+                _offline_message(spec_name, url, f"transfer cut short: {size} of {expected_len} bytes")
+            )
+        actual = _sha256(tmp)
+        if expected_sha256 and actual != expected_sha256:
+            raise WeightsError(
+                f"downloaded weights for {spec_name} from {url} fail verification: "
+                f"sha256 {actual[:16]}... != expected {expected_sha256[:16]}..."
+            )
+        os.replace(tmp, target)
+        digest_file.write_text(actual + "\n")
+        return target
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise WeightsError(_offline_message(spec_name, url, str(reason))) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The ``.json`` beside a fine-tuned checkpoint (``{}`` when there is none)."""
+    sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"checkpoint sidecar {sidecar} is not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"checkpoint sidecar {sidecar} must hold a JSON object")
+    return data
+
+
+def _read_state_dict(path: Path) -> dict[str, Any]:
+    torch = require("torch")
+    if path.suffix == ".safetensors":
+        st = require("safetensors.torch")
+        try:
+            return dict(st.load_file(str(path)))
+        except Exception as exc:  # safetensors raises its own untyped errors
+            raise WeightsError(f"cannot read safetensors checkpoint {path}: {exc}") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            raise WeightsError(
+                f"refusing to load {path}: it contains pickled Python objects, not only "
+                "tensors (streamclf loads checkpoints weights-only)"
+            ) from None
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise WeightsError(f"cannot read checkpoint {path}: {first}") from None
+    if isinstance(obj, dict):
+        for key in ("model_state", "state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise WeightsError(f"checkpoint {path} does not hold a state dict")
+    return obj
+
+
+def load_checkpoint(spec: ModelSpec, weights: str | os.PathLike[str]) -> Checkpoint | None:
+    """Resolve ``weights`` for ``spec`` into tensors (``None`` for ``"random"``).
+
+    Raises:
+        WeightsError: download failure, missing or unreadable file, pickled code, or a
+            sidecar naming another model.
+    """
+    if str(weights) == RANDOM:
+        log.warning(
+            "RANDOM WEIGHTS: %s is running untrained; its labels are meaningless", spec.name
+        )
+        return None
+    if str(weights) == KINETICS400:
+        path = download_checkpoint(spec.weights_url, spec.name, spec.weights_sha256)
+        return Checkpoint(_read_state_dict(path), origin=spec.weights_url)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"checkpoint not found: {path} (use kinetics400, random, or a path to a file)"
+        )
+    meta = read_sidecar(path)
+    model_name = meta.get("model")
+    if model_name is not None and model_name != spec.name:
+        raise WeightsError(
+            f"checkpoint {path} was trained for model {model_name!r}, not {spec.name!r}"
+        )
+    labels = meta.get("labels")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise WeightsError(f"checkpoint sidecar for {path}: 'labels' must be a list of names")
+    return Checkpoint(
+        _read_state_dict(path), origin=str(path),
+        labels=tuple(labels) if labels else None, model_name=model_name,
+    )
+
+
+def load_into(model: nn.Module, checkpoint: Checkpoint, spec: ModelSpec) -> None:
+    """Copy ``checkpoint`` into ``model`` with strict key and shape matching.
+
+    Raises:
+        WeightsError: naming the model and the first missing, unexpected or
+            mis-shaped key.
+    """
+    own = model.state_dict()
+    given = checkpoint.state_dict
+    if given and all(k.startswith("module.") for k in given):
+        given = {k[len("module."):]: v for k, v in given.items()}
+    problems: list[str] = []
+    for key, value in given.items():
+        if key not in own:
+            problems.append(f"unexpected key {key!r}")
+        elif tuple(own[key].shape) != tuple(getattr(value, "shape", ())):
+            problems.append(
+                f"key {key!r} has shape {tuple(value.shape)}, the model expects "
+                f"{tuple(own[key].shape)}"
+            )
+    problems.extend(f"missing key {key!r}" for key in own if key not in given)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise WeightsError(
+            f"checkpoint {checkpoint.origin} does not fit model {spec.name}: "
+            f"{problems[0]}{more}"
+        )
+    model.load_state_dict(given, strict=True)

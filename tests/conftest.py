@@ -1,0 +1,47 @@
+"""Shared fixtures: paths to the real test videos, and the shared-data skip rule."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL_DATA = Path(__file__).with_name("data")
+SHARED_DATA = Path(os.environ.get("STREAMCLF_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data_or_skip() -> Path:
+    """``../shared/data`` (or $STREAMCLF_SHARED_DATA); skip the test when it is absent."""
+    if not (SHARED_DATA / "manifest.csv").is_file():
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (only present in the team's CI)")
+    return SHARED_DATA
+
+
+def manifest_rows() -> list[dict[str, str]]:
+    data = shared_data_or_skip()
+    with (data / "manifest.csv").open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_data_or_skip()
+
+
+@pytest.fixture(scope="session")
+def tai_chi_clip() -> Path:
+    """A real 10 s Kinetics clip that always ships with the repo."""
+    return LOCAL_DATA / "ta_chi.mp4"
+
+
+@pytest.fixture(scope="session")
+def corrupted_clip() -> Path:
+    return LOCAL_DATA / "corrupted.mp4"
+
+
+@pytest.fixture(scope="session")
+def rotated_clip() -> Path:
+    return LOCAL_DATA / "rotated_90.mov"
