@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 from streamclf.errors import StreamclfError
@@ -20,7 +20,7 @@ _INSTALL_HINTS = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def require(name: str) -> ModuleType:
     """Import ``name`` on first use; a missing package gives an install hint."""
     try:

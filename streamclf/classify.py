@@ -74,7 +74,9 @@ class ActionClassifier:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
-    def infer(self, clips: Sequence[Sequence[np.ndarray] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def infer(
+        self, clips: Sequence[Sequence[np.ndarray] | np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Run a batch of clips; returns ``(probs (B, K), features (B, D))`` float32."""
         torch = require("torch")
         inputs = [self.transform(c) for c in clips]

@@ -137,7 +137,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
                 obj["features"] = [round(float(x), 6) for x in result.features]
             print(json.dumps(obj), flush=True)
         else:
-            tops = ", ".join(f"{lab} ({sc:.3f})" for lab, sc in zip(result.labels, result.scores))
+            pairs = zip(result.labels, result.scores, strict=True)
+            tops = ", ".join(f"{lab} ({sc:.3f})" for lab, sc in pairs)
             print(f"{path}: {tops}", flush=True)
     return status
 
@@ -161,7 +162,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     result = clf.classify_file(source)
     print(f"{source.name} ({clf.spec.name}, weights: {clf.model.weights}, "
           f"device: {clf.model.device})")
-    for lab, sc in zip(result.labels, result.scores):
+    for lab, sc in zip(result.labels, result.scores, strict=True):
         print(f"  {sc:6.3f}  {'#' * max(1, round(sc * 40))} {lab}")
     return EXIT_OK
 

@@ -101,8 +101,8 @@ def center_crop(frame: np.ndarray, size: int) -> np.ndarray:
     h, w = frame.shape[:2]
     if h < size or w < size:
         raise ValueError(f"frame {h}x{w} is smaller than the crop {size}")
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
+    top = round((h - size) / 2.0)
+    left = round((w - size) / 2.0)
     return frame[top : top + size, left : left + size]
 
 

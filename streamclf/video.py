@@ -207,13 +207,16 @@ def sample_frames(
     if sample_type == "time_step_sample":
         if not time_step or time_step <= 0:
             raise ValueError("time_step_sample needs time_step > 0 (seconds)")
-        frames, stamps = [], []
-        next_t = -math.inf
-        for _, ts, frame in iter_frames(path, want=lambda _i, t: t >= next_t):
+        frames: list[np.ndarray] = []
+        stamps: list[float] = []
+
+        def due(_index: int, ts: float) -> bool:
+            return not stamps or ts >= stamps[0] + len(stamps) * time_step
+
+        for _, ts, frame in iter_frames(path, want=due):
             if frame is not None:
                 frames.append(frame)
                 stamps.append(ts)
-                next_t = (ts if next_t == -math.inf else next_t) + time_step
         return frames, stamps
     if sample_type != "uniform_temporal_subsample":
         raise ValueError(
@@ -222,16 +225,28 @@ def sample_frames(
         )
     if not num_samples or num_samples <= 0:
         raise ValueError("uniform_temporal_subsample needs num_samples > 0")
+    # Plan the picks from the declared frame count; if the file holds a different
+    # number of frames, decode again keeping every frame (rare: bad metadata).
     declared = probe(path).frame_count
-    for attempt_count in (declared, None):
-        picks = set(uniform_indices(attempt_count, num_samples).tolist()) if attempt_count else None
-        kept: dict[int, tuple[np.ndarray, float]] = {}
-        total = 0
-        for index, ts, frame in iter_frames(path, want=lambda i, _t: picks is None or i in picks):
-            total = index + 1
-            if frame is not None:
-                kept[index] = (frame, ts)
-        final = uniform_indices(total, num_samples)
-        if all(int(i) in kept for i in final):
-            return [kept[int(i)][0] for i in final], [kept[int(i)][1] for i in final]
+    for picks in (set(uniform_indices(declared, num_samples).tolist()) if declared else None, None):
+        kept = _decode_picks(path, picks)
+        final = uniform_indices(len(kept.stamps), num_samples)
+        if all(int(i) in kept.frames for i in final):
+            return [kept.frames[int(i)] for i in final], [kept.stamps[int(i)] for i in final]
     raise DataError(f"{path}: could not sample {num_samples} frames")  # pragma: no cover
+
+
+@dataclass
+class _Decoded:
+    frames: dict[int, np.ndarray]
+    stamps: list[float]
+
+
+def _decode_picks(path: str | Path, picks: set[int] | None) -> _Decoded:
+    """Decode all of ``path``; keep the frames whose index is in ``picks`` (all if None)."""
+    out = _Decoded({}, [])
+    for index, ts, frame in iter_frames(path, want=lambda i, _t: picks is None or i in picks):
+        out.stamps.append(ts)
+        if frame is not None:
+            out.frames[index] = frame
+    return out

@@ -18,6 +18,7 @@ safetensors.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -123,9 +124,8 @@ def download_checkpoint(
             shutil.copyfileobj(resp, out, _CHUNK)
         size = tmp.stat().st_size
         if expected_len is not None and size != int(expected_len):
-            raise WeightsError(
-                _offline_message(spec_name, url, f"transfer cut short: {size} of {expected_len} bytes")
-            )
+            reason = f"transfer cut short: {size} of {expected_len} bytes"
+            raise WeightsError(_offline_message(spec_name, url, reason))
         actual = _sha256(tmp)
         if expected_sha256 and actual != expected_sha256:
             raise WeightsError(
@@ -135,7 +135,8 @@ def download_checkpoint(
         os.replace(tmp, target)
         digest_file.write_text(actual + "\n")
         return target
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
+        # HTTPException: IncompleteRead (a chunked transfer cut short), BadStatusLine, ...
         reason = getattr(exc, "reason", None) or exc
         raise WeightsError(_offline_message(spec_name, url, str(reason))) from None
     finally:
@@ -168,11 +169,16 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        # "Unsupported global" (torch >= 2.4) / "Unsupported class" (older): the file
+        # names Python code to run. Any other weights-only failure is a corrupt or
+        # non-checkpoint file; never relay torch's advice to retry with weights_only=False.
+        if "Unsupported global" in text or "Unsupported class" in text:
             raise WeightsError(
                 f"refusing to load {path}: it contains pickled Python objects, not only "
                 "tensors (streamclf loads checkpoints weights-only)"
             ) from None
+        if "Weights only load failed" in text or "weights_only" in text:
+            text = "not a valid checkpoint (corrupt, truncated, or not a tensor checkpoint)"
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise WeightsError(f"cannot read checkpoint {path}: {first}") from None
     if isinstance(obj, dict):
@@ -212,7 +218,8 @@ def load_checkpoint(spec: ModelSpec, weights: str | os.PathLike[str]) -> Checkpo
             f"checkpoint {path} was trained for model {model_name!r}, not {spec.name!r}"
         )
     labels = meta.get("labels")
-    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+    valid = isinstance(labels, list) and all(isinstance(x, str) for x in labels)
+    if labels is not None and not valid:
         raise WeightsError(f"checkpoint sidecar for {path}: 'labels' must be a list of names")
     return Checkpoint(
         _read_state_dict(path), origin=str(path),

@@ -1,0 +1,107 @@
+"""The ``streamclf`` command as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, manifest_rows
+
+CLI = [sys.executable, "-m", "streamclf"]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
+    )
+
+
+def test_models_lists_the_whole_zoo() -> None:
+    out = run_cli("models")
+    assert out.returncode == 0, out.stderr
+    for name in ("c2d_r50", "i3d_r50", "slow_r50", "slowfast_r50", "slowfast_r101", "x3d_xs",
+                 "x3d_s", "x3d_m", "mvit_base_16x4", "mvit_base_32x3", "timesformer_k400_8x224"):
+        assert name in out.stdout
+    rows = [json.loads(line) for line in run_cli("models", "--json").stdout.splitlines()]
+    x3d = next(r for r in rows if r["name"] == "x3d_xs")
+    assert (x3d["frames"], x3d["sampling_rate"], x3d["crop_size"]) == (4, 12, 182)
+
+
+@pytest.mark.slow
+def test_classify_every_manifest_video(shared_data: Path) -> None:
+    rows = manifest_rows()
+    paths = [str(shared_data / r["file"]) for r in rows]
+    out = run_cli("classify", *paths, "--model", "x3d_xs", "--weights", "random", "--json")
+    assert out.returncode == 1  # the corrupted file fails the batch ...
+    printed = [json.loads(line) for line in out.stdout.splitlines()]
+    corrupted = [p for p in paths if "corrupted" in p]
+    assert len(corrupted) == 1
+    # ... while every other file still prints, in order.
+    assert [p["path"] for p in printed] == [p for p in paths if p not in corrupted]
+    for obj in printed:
+        assert len(obj["labels"]) == 5 and obj["scores"] == sorted(obj["scores"], reverse=True)
+        assert "features" not in obj
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and corrupted[0] in errors[0] and "corrupt" in errors[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_classify_text_json_and_features(tai_chi_clip: Path) -> None:
+    out = run_cli("classify", str(tai_chi_clip), "--weights", "random", "--topk", "3",
+                  "--json", "--features", "--clips", "2")
+    assert out.returncode == 0, out.stderr
+    obj = json.loads(out.stdout)
+    assert len(obj["labels"]) == 3 and len(obj["features"]) == 2048
+    text = run_cli("classify", str(tai_chi_clip), "--weights", "random")
+    assert text.returncode == 0 and text.stdout.startswith(f"{tai_chi_clip}: ")
+    assert "RANDOM WEIGHTS" in text.stderr
+
+
+def test_classify_sampling_modes(tai_chi_clip: Path) -> None:
+    out = run_cli("classify", str(tai_chi_clip), "--weights", "random", "--json",
+                  "--sample-type", "time_step_sample", "--time-step", "1.5")
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["labels"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["classify", "missing.mp4", "--weights", "random"], "file not found"),
+        (["classify", "tests/data/ta_chi.mp4", "--model", "resnet9000"], "unknown model"),
+        (["classify", "tests/data/ta_chi.mp4", "--weights", "nope.pyth"], "checkpoint not found"),
+        (["classify", "tests/data/ta_chi.mp4", "--weights", "random", "--device", "tpu"],
+         "unknown device"),
+        (["classify", "tests/data/ta_chi.mp4", "--weights", "random", "--clips", "0"], "--clips"),
+    ],
+)
+def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
+    out = run_cli(*args)
+    assert out.returncode == 1
+    lines = [ln for ln in out.stderr.splitlines() if "RANDOM WEIGHTS" not in ln]
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_demo_falls_back_loudly_when_offline(tmp_path: Path) -> None:
+    env_home = tmp_path / "torch"
+    proc = subprocess.run(
+        [*CLI, "demo", "--model", "x3d_xs"], capture_output=True, text=True, timeout=300,
+        cwd=REPO, check=False,
+        env={**__import__("os").environ, "TORCH_HOME": str(env_home),
+             # an unroutable proxy makes the download fail fast and offline-like
+             "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM WEIGHTS" in proc.stderr and "--weights random" in proc.stderr
+    assert "demo.mp4" in proc.stdout and proc.stdout.count("\n") == 6
+
+
+def test_run_stream_entry_point() -> None:
+    out = subprocess.run([sys.executable, "run_stream.py", "models"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO, check=False)
+    assert out.returncode == 0 and "x3d_xs" in out.stdout
