@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamclf._lazy import require
+from streamclf.backends.torch_backend import TorchBackend
 from streamclf.models.labels import ClassMap
 from streamclf.models.loader import LoadedModel, load_model
 from streamclf.preprocess import ClipTransform
@@ -69,24 +69,24 @@ class ActionClassifier:
         self.spec = self.model.spec
         self.topk = min(topk, self.spec.num_classes)
         self.transform = ClipTransform(self.spec, temporal_subsample=not skip_preprocess)
+        self.backend = TorchBackend(self.model)
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    def prepare(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Temporal selection + resize/crop: frames -> ``(T, crop, crop, 3)`` uint8."""
+        if len(frames) == 0:
+            raise ValueError("no frames to classify")
+        return np.stack([self.transform.spatial(frames[int(i)])
+                         for i in self.transform.select(len(frames))])
+
     def infer(
         self, clips: Sequence[Sequence[np.ndarray] | np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run a batch of clips; returns ``(probs (B, K), features (B, D))`` float32."""
-        torch = require("torch")
-        inputs = [self.transform(c) for c in clips]
-        pathways = [
-            torch.from_numpy(np.stack([x[p] for x in inputs])).to(self.model.device)
-            for p in range(len(inputs[0]))
-        ]
-        with torch.inference_mode():
-            probs, feats = self.model.net(*pathways)
-        return probs.float().cpu().numpy(), feats.float().cpu().numpy()
+        return self.backend.infer([self.prepare(c) for c in clips])
 
     def top(self, probs: np.ndarray, features: np.ndarray) -> ClassificationResult:
         """Top-k of one ``(K,)`` probability vector, paired with its ``(D,)`` embedding."""

@@ -1,0 +1,202 @@
+"""Ring buffer, window scheduler and inference worker on synthetic frames."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamclf.backends import FakeBackend
+from streamclf.inference import InferenceWorker, StreamSlot
+from streamclf.ring_buffer import FrameRing, span_indices
+from streamclf.scheduler import WindowScheduler
+from streamclf.types import BufferPolicy, Frame, Window
+
+
+def frame(seq: int, ts: float, value: int = 0, size: int = 8) -> Frame:
+    return Frame(seq=seq, ts=ts, wall_ts=1000.0 + ts,
+                 image=np.full((size, size, 3), value % 256, np.uint8))
+
+
+def test_ring_keeps_newest_and_counts_drops() -> None:
+    ring = FrameRing(4, (8, 8, 3))
+    for i in range(10):
+        assert ring.push(frame(i, i / 30))
+    assert len(ring) == 4 and ring.span() == pytest.approx((6 / 30, 9 / 30))
+    assert ring.drops == 6 and ring.pushed == 10
+    ring.release_before(100.0)
+    ring.push(frame(10, 10 / 30))
+    assert ring.drops == 6  # released frames are not drops
+
+
+def test_ring_transform_applied_once_on_entry() -> None:
+    calls = []
+
+    def shrink(img: np.ndarray) -> np.ndarray:
+        calls.append(img.shape)
+        return img[:4, :4]
+
+    ring = FrameRing(8, (4, 4, 3), transform=shrink)
+    for i in range(5):
+        ring.push(frame(i, i / 30, value=i))
+    win = ring.window(4 / 30, 1.0, 3)
+    assert win is not None and win.frames.shape == (3, 4, 4, 3)
+    assert len(calls) == 5
+    assert win.seqs == (0, 2, 4) and win.frames[1, 0, 0, 0] == 2
+
+
+def test_lossless_ring_refuses_until_released() -> None:
+    ring = FrameRing(3, (8, 8, 3), policy=BufferPolicy.LOSSLESS)
+    for i in range(3):
+        assert ring.push(frame(i, float(i)))
+    assert not ring.push(frame(3, 3.0))
+    ring.release_before(1.0)
+    assert ring.push(frame(3, 3.0)) and ring.drops == 0
+
+
+def test_ring_reset_starts_new_epoch() -> None:
+    ring = FrameRing(8, (8, 8, 3))
+    ring.push(frame(0, 0.0))
+    ring.reset()
+    assert ring.span() is None and ring.epoch == 1
+    ring.push(frame(1, 5.0))
+    win = ring.window(5.0, 2.0, 2)
+    assert win is not None and win.epoch == 1 and win.seqs == (1, 1)
+
+
+@pytest.mark.parametrize("fps", [15.0, 30.0, 60.0])
+def test_windows_span_the_same_time_at_any_fps(fps: float) -> None:
+    duration, n = 1.6, 4  # x3d_xs: 4 frames x 12 at 30 fps
+    ring = FrameRing(int(fps * 4), (8, 8, 3))
+    for i in range(int(fps * 3)):
+        ring.push(frame(i, i / fps))
+    end = (int(fps * 3) - 1) / fps
+    win = ring.window(end, duration, n)
+    assert win is not None
+    span = win.ts[-1] - win.ts[0]
+    assert abs(span - duration) <= 1.0 / fps + 1e-6
+    assert win.ts[-1] == pytest.approx(end)
+
+
+def test_span_indices_match_offline_rule() -> None:
+    ts = np.arange(100) / 30.0
+    picks = span_indices(ts, 1.0, 2.6, 4)
+    inside = np.flatnonzero((ts >= 1.0) & (ts < 2.6))
+    from streamclf.preprocess import uniform_indices
+
+    np.testing.assert_array_equal(picks, inside[uniform_indices(len(inside), 4)])
+    assert span_indices(ts, 10.0, 11.0, 4) is None
+
+
+def test_scheduler_latest_skips_and_counts() -> None:
+    sched = WindowScheduler(duration=1.0, stride=0.5)
+    assert sched.poll(0.0, 0.5) is None  # not a full window yet
+    assert sched.poll(0.0, 1.0) == pytest.approx(1.0)
+    assert sched.poll(0.0, 1.2) is None
+    assert sched.poll(0.5, 3.1) == pytest.approx(3.0)  # 1.5, 2.0, 2.5 skipped
+    assert sched.skipped == 3 and sched.emitted == 2
+
+
+def test_scheduler_lossless_returns_every_window() -> None:
+    sched = WindowScheduler(duration=1.0, stride=0.5, policy=BufferPolicy.LOSSLESS)
+    got = [sched.poll(0.0, 1.0)]
+    got += [sched.poll(0.0, 3.1) for _ in range(4)]
+    assert got == pytest.approx([1.0, 1.5, 2.0, 2.5, 3.0])
+    assert sched.poll(0.0, 3.1) is None
+    assert sched.skipped == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fps=st.floats(5, 120), duration=st.floats(0.3, 4.0), stride=st.floats(0.1, 2.0),
+    jitter=st.floats(0.0, 0.3), resets=st.lists(st.integers(0, 300), max_size=3),
+)
+def test_windows_never_span_a_reset_and_stay_in_time(
+    fps: float, duration: float, stride: float, jitter: float, resets: list[int]
+) -> None:
+    rng = np.random.default_rng(0)
+    ring = FrameRing(int(fps * (duration + stride)) + 8, (2, 2, 3))
+    sched = WindowScheduler(duration, stride, frame_interval=1.0 / fps)
+    epoch_of: dict[int, int] = {}
+    t = 0.0
+    for seq in range(300):
+        if seq in resets:
+            ring.reset()
+            sched.reset()
+            t += 5.0
+        t += (1.0 + jitter * rng.uniform(-1, 1) * 0.5) / fps
+        ring.push(Frame(seq, t, t, np.zeros((2, 2, 3), np.uint8)))
+        epoch_of[seq] = ring.epoch
+        span = ring.span()
+        assert span is not None
+        due = sched.poll(*span)
+        if due is None:
+            continue
+        win = ring.window(due, duration, 4)
+        assert win is not None
+        assert {epoch_of[s] for s in win.seqs} == {win.epoch}  # never spans a reconnect
+        assert all(b >= a for a, b in zip(win.ts, win.ts[1:], strict=False))  # monotonic
+        assert win.ts[-1] <= due + 1e-6 and win.ts[0] > due - duration
+        interval = 1.5 / fps
+        assert (win.ts[-1] - win.ts[0]) >= duration - 2 * interval - 1e-6
+
+
+def test_worker_with_slow_backend_keeps_latency_bounded() -> None:
+    """A 0.5 s/clip model on a 30 fps feed: skipped windows counted, latency bounded,
+    ring size fixed, and stop() returns within 2 s."""
+    backend = FakeBackend(delay_s=0.5)
+    ring = FrameRing(60, (8, 8, 3))
+    sched = WindowScheduler(duration=1.0, stride=0.2)
+    published: list[tuple[Window, float]] = []
+    slot = StreamSlot("cam", ring, sched, 4,
+                      publish=lambda w, p, f, ms: published.append((w, time.monotonic())))
+    worker = InferenceWorker(backend)
+    worker.add_stream(slot)
+    worker.start()
+    stop = threading.Event()
+
+    def feed() -> None:
+        seq, t0 = 0, time.monotonic()
+        while not stop.is_set() and seq < 30 * 4:
+            ring.push(Frame(seq, time.monotonic(), time.time(), np.zeros((8, 8, 3), np.uint8)))
+            worker.notify()
+            seq += 1
+            stop.wait(max(0.0, t0 + seq / 30 - time.monotonic()))
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    feeder.join(10)
+    t0 = time.monotonic()
+    assert worker.stop(2.0)
+    assert time.monotonic() - t0 < 2.0
+    assert 4 <= len(published) <= 8
+    assert sched.skipped > 0
+    assert len(ring) <= 60
+    for win, done in published:
+        # published within about one inference time of the window's due time
+        assert done - win.ts[-1] < 0.5 + 0.35
+
+
+def test_worker_survives_a_failing_window() -> None:
+    backend = FakeBackend(fail_on={0: RuntimeError("out of memory")})
+    ring = FrameRing(64, (8, 8, 3))
+    errors: list[str] = []
+    got: list[Window] = []
+    slot = StreamSlot("cam", ring, WindowScheduler(0.5, 0.25), 2,
+                      publish=lambda w, p, f, ms: got.append(w))
+    worker = InferenceWorker(backend, on_error=lambda s, e: errors.append(f"{s}: {e}"))
+    worker.add_stream(slot)
+    worker.start()
+    for i in range(60):
+        ring.push(frame(i, i / 30))
+        worker.notify()
+        time.sleep(0.002)
+    deadline = time.monotonic() + 3
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stop(2.0)
+    assert errors == ["cam: out of memory"] and len(got) >= 2
