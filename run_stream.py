@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Entry point equivalent to the ``streamclf`` command: ``python run_stream.py COMMAND ...``."""
+"""``python run_stream.py [--config FILE] [--source SRC] ...`` = ``streamclf run ...``."""
 
 import sys
 
-from streamclf.cli import main
+from streamclf.cli import console_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main(["run", *sys.argv[1:]])

@@ -1,7 +1,5 @@
 """``python -m streamclf`` = the ``streamclf`` command."""
 
-import sys
+from streamclf.cli import console_main
 
-from streamclf.cli import main
-
-sys.exit(main())
+console_main()

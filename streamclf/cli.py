@@ -10,15 +10,20 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamclf import __version__
 from streamclf.errors import DataError, StreamclfError, WeightsError
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from streamclf.config import RunConfig
+
+__all__ = ["build_parser", "console_main", "main"]
 
 log = logging.getLogger("streamclf")
 
@@ -69,9 +74,35 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
     classify.add_argument("--features", action="store_true", help="include the embedding")
 
-    demo = sub.add_parser("demo", help="classify the bundled demo clip")
+    run = sub.add_parser("run", help="classify a live source continuously")
+    run.add_argument("--source", default=None,
+                     help="webcam index or /dev/videoN, rtsp://, http(s)://, a file, or synthetic")
+    run.add_argument("--config", default=None, help="YAML run config (flags override it)")
+    run.add_argument("--stream-id", dest="stream_id", default=None)
+    run.add_argument("--model", default=None)
+    run.add_argument("--weights", default=None)
+    run.add_argument("--device", default=None)
+    run.add_argument("--classmap", default=None)
+    run.add_argument("--stride", type=float, default=None, help="seconds between clips")
+    run.add_argument("--topk", type=int, default=None)
+    run.add_argument("--smooth", type=int, default=None, help="clips averaged (default 3)")
+    run.add_argument("--threshold", type=float, default=None, help="min score to show a label")
+    run.add_argument("--pace", choices=["realtime", "fast"], default=None,
+                     help="files: realtime (like a camera, default) or fast (lossless)")
+    run.add_argument("--loop", action="store_true", default=None, help="replay a file forever")
+    run.add_argument("--transport", choices=["tcp", "udp"], default=None, help="RTSP transport")
+    run.add_argument("--display", action="store_true", default=None, help="show a window")
+    run.add_argument("--output", default=None, help="write the overlay video here")
+    run.add_argument("--events", default=None, help="JSON Lines event log path")
+    run.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    run.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    run.add_argument("--quiet", action="store_true", default=None, help="no status line")
+
+    demo = sub.add_parser("demo", help="stream the bundled demo clip through the pipeline")
     _add_model_options(demo)
     demo.add_argument("--source", default=None, help="video file (default: bundled clip)")
+    demo.add_argument("--output", default="demo-overlay.mp4", help="overlay video path")
+    demo.add_argument("--events", default="demo-events.jsonl", help="event log path")
     return parser
 
 
@@ -144,30 +175,69 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from streamclf.classify import ActionClassifier
+    """Stream the bundled clip (paced like a camera) through the whole pipeline."""
+    from streamclf.config import load_config
 
     source = Path(args.source) if args.source else default_demo_clip()
-    weights = args.weights
+    overrides = {
+        "source": str(source), "stream_id": "demo", "model": args.model, "weights": args.weights,
+        "device": args.device, "classmap": args.classmap, "topk": args.topk,
+        "output": args.output, "events": args.events,
+    }
     try:
-        clf = ActionClassifier(args.model, weights, classmap=args.classmap, topk=args.topk,
-                               device=args.device)
+        return _run_pipeline(load_config(None, overrides))
     except WeightsError as exc:
-        if weights != "kinetics400":
+        if args.weights != "kinetics400":
             raise
         banner = "!" * 78
         print(f"{banner}\n!! {exc}\n!! DEMO FALLS BACK TO RANDOM WEIGHTS: the pipeline runs, "
               f"but the labels are meaningless.\n{banner}", file=sys.stderr, flush=True)
-        clf = ActionClassifier(args.model, "random", classmap=args.classmap, topk=args.topk,
-                               device=args.device)
-    result = clf.classify_file(source)
-    print(f"{source.name} ({clf.spec.name}, weights: {clf.model.weights}, "
-          f"device: {clf.model.device})")
-    for lab, sc in zip(result.labels, result.scores, strict=True):
-        print(f"  {sc:6.3f}  {'#' * max(1, round(sc * 40))} {lab}")
+        return _run_pipeline(load_config(None, {**overrides, "weights": "random"}))
+    finally:
+        print(f"overlay video: {args.output}\nevent log: {args.events}", flush=True)
+
+
+_RUN_KEYS = ("source", "stream_id", "model", "weights", "device", "classmap", "stride", "topk",
+             "smooth", "threshold", "pace", "loop", "transport", "display", "output", "events",
+             "duration", "threads", "quiet")
+
+
+def _run_pipeline(config: RunConfig) -> int:
+    """Run one stream until it ends, --duration passes, or SIGINT/SIGTERM; returns the status."""
+    from streamclf.pipeline import StreamPipeline
+
+    pipeline = StreamPipeline.from_config(config)
+    previous = {}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        pipeline.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, on_signal)
+    try:
+        result = pipeline.run()
+        if not pipeline.wait_threads(10.0):
+            log.warning("inference thread still busy at exit")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped: %d frames, %d windows, %d drops", result.frames, result.windows,
+             result.drops)
+    if result.error:
+        print(f"streamclf: error: {result.error}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
     return EXIT_OK
 
 
-_COMMANDS = {"models": _cmd_models, "classify": _cmd_classify, "demo": _cmd_demo}
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streamclf.config import load_config
+
+    overrides = {key: getattr(args, key) for key in _RUN_KEYS}
+    return _run_pipeline(load_config(args.config, overrides))
+
+
+_COMMANDS = {"models": _cmd_models, "classify": _cmd_classify, "run": _cmd_run,
+             "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,5 +263,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def console_main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry: run :func:`main`, then leave at once.
+
+    Every file the command wrote is closed and every thread joined by then; skipping
+    the interpreter's teardown (over a second with torch loaded) keeps Ctrl-C/SIGTERM
+    shutdown of ``streamclf run`` well inside its 2 s budget.
+    """
+    status = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

@@ -66,16 +66,9 @@ def clip_frames(spec: ModelSpec) -> int:
     return spec.num_frames * spec.sampling_rate
 
 
-def _randomise_norms(model: torch.nn.Module, gen: torch.Generator) -> None:
-    """Batch-norm scales in [0.5, 1.5] and small shifts: no branch is switched off."""
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            with torch.no_grad():
-                mod.weight.copy_(0.5 + torch.rand(mod.weight.shape, generator=gen))
-                mod.bias.copy_(0.1 * torch.randn(mod.bias.shape, generator=gen))
-
-
-def _reinit_transformer(model: torch.nn.Module, gen: torch.Generator) -> None:
+def _reinit_transformer(
+    model: torch.nn.Module, gen: torch.Generator, zero_tokens: bool = True
+) -> None:
     """Fan-in scaled linear weights and content-only class token (see module doc)."""
     with torch.no_grad():
         for mod in model.modules():
@@ -84,9 +77,26 @@ def _reinit_transformer(model: torch.nn.Module, gen: torch.Generator) -> None:
                 mod.weight.copy_(std * torch.randn(mod.weight.shape, generator=gen))
                 if mod.bias is not None:
                     mod.bias.zero_()
-        for name, param in model.named_parameters():
-            if "cls_token" in name or "pos_embed" in name:
-                param.zero_()
+        if zero_tokens:
+            for name, param in model.named_parameters():
+                if "cls_token" in name or "pos_embed" in name:
+                    param.zero_()
+
+
+def _smooth_pixel_filters(model: torch.nn.Module, passes: int) -> None:
+    """Low-pass the filters that look at pixels (norm kept)."""
+    k = torch.tensor([0.25, 0.5, 0.25])
+    blur = (k[:, None] * k[None, :]).reshape(1, 1, 3, 3)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv3d) and mod.in_channels == 3 and passes:
+                w = mod.weight
+                flat = w.reshape(-1, 1, *w.shape[-2:])
+                norms = flat.flatten(1).norm(dim=1)
+                for _ in range(passes):
+                    flat = torch.nn.functional.conv2d(flat, blur, padding=1)
+                flat = flat * (norms / flat.flatten(1).norm(dim=1).clamp_min(1e-12))[:, None, None, None]
+                w.copy_(flat.reshape(w.shape))
 
 
 def _calibrate(
@@ -126,6 +136,10 @@ def make_checkpoint(
     calibration: Sequence[Sequence[np.ndarray]],
     preprocess: Preprocess,
     seed: int = 0,
+    reinit: bool = True,
+    zero_tokens: bool = True,
+    per_dim: bool = True,
+    smooth: int = 0,
 ) -> dict[str, torch.Tensor]:
     """A seeded random state dict for ``spec`` whose outputs depend on the input.
 
@@ -139,15 +153,21 @@ def make_checkpoint(
     gen = torch.Generator().manual_seed(seed)
     model = build_network(spec)
     head = model.get_submodule(spec.head_path)
-    _randomise_norms(model, gen)
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        _reinit_transformer(model, gen)
+    if reinit and not any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        _reinit_transformer(model, gen, zero_tokens)
+    _smooth_pixel_filters(model, smooth)
     inputs = [preprocess(frames) for frames in calibration]
     feats = _calibrate(model, head, inputs).double()
     mu = feats.mean(dim=0)
     sigma = feats.std(dim=0)
     # Dimensions that hardly vary (dead ReLUs) must not blow tiny differences up.
     sigma = torch.clamp(sigma, min=0.1 * float(sigma.median()) + 1e-12)
+    if not per_dim:
+        sigma = (feats - mu).pow(2).mean().sqrt().expand_as(mu)
+    global _LAST
+    _LAST = (mu.numpy(), sigma.numpy())
     w = torch.randn(head.weight.shape, generator=gen, dtype=torch.float64)
     w *= LOGIT_SCALE / math.sqrt(w.shape[1])
     with torch.no_grad():

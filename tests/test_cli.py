@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,21 +88,33 @@ def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_demo_falls_back_loudly_when_offline(tmp_path: Path) -> None:
-    env_home = tmp_path / "torch"
+    events, video = tmp_path / "demo.jsonl", tmp_path / "demo.mp4"
     proc = subprocess.run(
-        [*CLI, "demo", "--model", "x3d_xs"], capture_output=True, text=True, timeout=300,
-        cwd=REPO, check=False,
-        env={**__import__("os").environ, "TORCH_HOME": str(env_home),
-             # an unroutable proxy makes the download fail fast and offline-like
+        [*CLI, "demo", "--events", str(events), "--output", str(video)],
+        capture_output=True, text=True, timeout=300, cwd=REPO, check=False,
+        env={**os.environ, "TORCH_HOME": str(tmp_path / "torch"),
+             # an unusable proxy makes the download fail at once, like an offline machine
              "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert "RANDOM WEIGHTS" in proc.stderr and "--weights random" in proc.stderr
-    assert "demo.mp4" in proc.stdout and proc.stdout.count("\n") == 6
+    assert "DEMO FALLS BACK TO RANDOM WEIGHTS" in proc.stderr
+    assert "--weights random" in proc.stderr and "RANDOM WEIGHTS" in proc.stderr
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    assert log[0]["type"] == "source_opened" and log[-1]["type"] == "stopped"
+    # the bundled 10 s clip at 28 fps, 1.6 s windows every 0.8 s
+    assert log[-1]["frames"] == 280 and log[-1]["windows"] >= 10
+    assert video.stat().st_size > 100_000
 
 
-def test_run_stream_entry_point() -> None:
-    out = subprocess.run([sys.executable, "run_stream.py", "models"], capture_output=True,
-                         text=True, timeout=120, cwd=REPO, check=False)
-    assert out.returncode == 0 and "x3d_xs" in out.stdout
+def test_run_stream_entry_point(tmp_path: Path) -> None:
+    events = tmp_path / "ev.jsonl"
+    out = subprocess.run(
+        [sys.executable, "run_stream.py", "--source", "synthetic:320x240@30", "--duration", "4",
+         "--weights", "random", "--events", str(events), "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
+    assert out.returncode == 0, out.stderr
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    assert log[-1]["type"] == "stopped" and log[-1]["frames"] >= 100
+    assert any(e["type"] == "prediction" for e in log)

@@ -74,8 +74,8 @@ def _point_zoo_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
 
 def _forward(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     spec = get_spec(MODEL)
-    x = torch.Generator().manual_seed(1)
-    clip = torch.rand((1, *spec.input_shapes[0]), generator=x)
+    gen = torch.Generator().manual_seed(1)
+    clip = torch.rand((1, *spec.input_shapes[0]), generator=gen)
     with torch.inference_mode():
         scores, feats = model(clip)
     return scores, feats
@@ -257,7 +257,7 @@ def test_cut_transfer_raises_and_leaves_no_partial_file(
 
 
 def test_http_404_raises(server: _Server, tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="404|Not Found"):
+    with pytest.raises(WeightsError, match=r"404|Not Found"):
         download_checkpoint(server.url("/missing.pyth"), MODEL, directory=tmp_path / "c")
     assert server.hits["/missing.pyth"] == 1
     assert list((tmp_path / "c").iterdir()) == []

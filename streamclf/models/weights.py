@@ -53,6 +53,7 @@ KINETICS400 = "kinetics400"
 RANDOM = "random"
 DOWNLOAD_TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
+_GENERIC_NAMES = frozenset({"pytorch_model.bin", "model.safetensors", "model.pth", "model.pt"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,10 @@ def download_checkpoint(
             cut short, or the digest differs from ``expected_sha256``.
     """
     directory = directory or cache_dir()
-    target = directory / Path(urllib.request.urlparse(url).path).name
+    name = Path(urllib.request.urlparse(url).path).name
+    if name in _GENERIC_NAMES:  # e.g. Hugging Face's pytorch_model.bin: make it unique
+        name = f"{spec_name}-{name}"
+    target = directory / name
     digest_file = target.with_name(target.name + ".sha256")
     if target.is_file():
         recorded = digest_file.read_text().strip() if digest_file.is_file() else None

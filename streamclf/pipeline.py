@@ -1,0 +1,302 @@
+"""``StreamPipeline``: one live stream end to end.
+
+    source -> CaptureThread -> FrameRing -> (InferenceWorker: WindowScheduler, backend)
+           -> Smoother -> EventLog + OverlayRenderer (+ console status line)
+
+``from_config`` wires real parts from a :class:`~streamclf.config.RunConfig`; the
+constructor only stores parts, so tests pass fakes (a source factory, a FakeBackend).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import numpy as np
+
+from streamclf.backends.base import InferenceBackend
+from streamclf.capture import CaptureThread
+from streamclf.config import RunConfig
+from streamclf.errors import SourceError
+from streamclf.events import EventLog, make_event, prediction_event
+from streamclf.inference import InferenceWorker, StreamSlot
+from streamclf.models.registry import ModelSpec
+from streamclf.overlay import OverlayRenderer, OverlayStatus
+from streamclf.preprocess import resize_and_crop
+from streamclf.ring_buffer import FrameRing
+from streamclf.scheduler import WindowScheduler
+from streamclf.smoothing import Smoother, top_k
+from streamclf.sources import FrameSource, mask_credentials
+from streamclf.types import BufferPolicy, Frame, Prediction, Window
+
+__all__ = ["PipelineResult", "StreamPipeline"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """How a run ended: totals, and the error that ended it (None for a clean stop)."""
+
+    frames: int
+    windows: int
+    drops: int
+    skipped_windows: int
+    error: str | None
+
+
+class StreamPipeline:
+    """Runs one stream. Build with :meth:`from_config`, then :meth:`run` (blocking) or
+    :meth:`start` / :meth:`stop`.
+
+    Thread-safety: ``stop`` may be called from any thread (e.g. a signal handler's
+    helper); the other methods belong to the thread that owns the pipeline.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        spec: ModelSpec,
+        backend: InferenceBackend,
+        source_factory: Callable[[], FrameSource],
+        event_log: EventLog,
+        renderer: OverlayRenderer | None = None,
+        status_out: TextIO | None = None,
+        source_fps_hint: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.backend = backend
+        self.events = event_log
+        self.renderer = renderer
+        self.status_out = status_out
+        self.stream = config.stream_id
+        self.source_name = mask_credentials(str(config.source))
+        policy = BufferPolicy.LOSSLESS if config.pace == "fast" else BufferPolicy.LATEST
+        duration = spec.clip_duration_s
+        stride = config.stride or duration / 2.0
+        fps = source_fps_hint if source_fps_hint and source_fps_hint > 0 else 30.0
+        # Hold one window plus two strides of frames at up to 2x the declared rate.
+        capacity = max(16, math.ceil((duration + 2 * stride) * fps * 2) + 8)
+        crop = spec.crop_size
+        self.ring = FrameRing(
+            capacity, (crop, crop, 3),
+            transform=lambda img: resize_and_crop(img, spec.side_size, crop),
+            policy=policy, stream=self.stream,
+        )
+        self.scheduler = WindowScheduler(duration, stride, policy, frame_interval=1.0 / fps)
+        self.smoother = Smoother(backend.labels, window=config.smooth,
+                                 threshold=config.threshold, start_after=config.start_after,
+                                 topk=config.topk)
+        self.worker = InferenceWorker(backend, on_error=self._on_inference_error)
+        self.slot = StreamSlot(self.stream, self.ring, self.scheduler, spec.num_frames,
+                               publish=self._publish, on_reset=self._on_reset)
+        self.worker.add_stream(self.slot)
+        self.capture = CaptureThread(
+            source_factory, on_frame=self._on_frame, stream_id=self.stream,
+            pace=config.pace, loop=config.loop, on_event=self._on_capture_event,
+        )
+        self._status = OverlayStatus(stream=self.stream)
+        self._last_pred: Prediction | None = None
+        self._stop = threading.Event()
+        self._stopped = False
+        self._latencies: list[float] = []
+        self._last_status = -math.inf
+
+    # -- wiring ----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: RunConfig, status_out: TextIO | None = None) -> StreamPipeline:
+        """Load the model, open the event log and sinks, and prepare the source factory."""
+        from streamclf.backends.torch_backend import TorchBackend
+        from streamclf.models.loader import load_model
+        from streamclf.overlay import VideoFileSink, WindowSink
+        from streamclf.sources import open_source, parse_spec
+
+        if config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)
+        model = load_model(config.model, config.weights, config.classmap, config.device)
+        kind, _ = parse_spec(config.source)
+        options: dict[str, Any] = (
+            {"live": config.pace == "realtime"} if kind == "synthetic" else {
+                "transport": config.transport,
+                "open_timeout_ms": config.open_timeout_ms,
+                "read_timeout_ms": config.read_timeout_ms,
+            }
+        )
+
+        def factory() -> FrameSource:
+            return open_source(config.source, **options)
+
+        probe = factory()  # fail fast on a bad source, and learn its size and fps
+        info = probe.info
+        probe.close()
+        events = EventLog(config.events, max_bytes=config.events_max_bytes)
+        sinks = []
+        if config.output:
+            if info.width <= 0 or info.height <= 0:
+                raise SourceError(f"{mask_credentials(str(config.source))}: the source does not "
+                                  "declare its frame size, needed for --output")
+            sinks.append(VideoFileSink(config.output, info.fps or 30.0,
+                                       (info.width, info.height)))
+        if config.display:
+            sinks.append(WindowSink(f"streamclf: {mask_credentials(str(config.source))}"))
+        renderer = OverlayRenderer(sinks, on_error=lambda m: log.error("overlay: %s", m)) \
+            if sinks else None
+        out = None if config.quiet else (status_out or sys.stderr)
+        log.info("backend %s, model %s on %s", "torch", model.spec.name, model.device)
+        return cls(config, model.spec, TorchBackend(model), factory, events, renderer, out,
+                   source_fps_hint=info.fps)
+
+    # -- callbacks (capture thread) --------------------------------------------------------
+    def _on_frame(self, frame: Frame) -> bool:
+        accepted = self.ring.push(frame)
+        if accepted:
+            self.worker.notify()
+            if self.renderer is not None:
+                self.renderer.submit(frame.image, self._status)
+        return accepted
+
+    def _on_capture_event(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "source_restored":
+            self.ring.reset()  # no window spans the gap; the worker resets the rest
+        self.events.write(make_event(kind, self.stream, **fields))
+
+    # -- callbacks (inference thread) ------------------------------------------------------
+    def _on_reset(self) -> None:
+        for change in self.smoother.reset():
+            self.events.write(make_event(change.kind, self.stream, label=change.label,
+                                         score=round(change.score, 4)))
+
+    def _on_inference_error(self, stream: str, exc: Exception) -> None:
+        log.error("inference failed on %s: %s", stream, exc)
+        self.events.write(make_event("error", stream, where="inference",
+                                     message=f"{type(exc).__name__}: {exc}"))
+
+    def _publish(self, window: Window, probs: np.ndarray, feats: np.ndarray,
+                 inference_ms: float) -> None:
+        smoothed = self.smoother.update(probs)
+        raw_labels, raw_scores = top_k(probs, self.backend.labels, self.config.topk)
+        pred = Prediction(
+            stream=self.stream, window_start=window.wall_start, window_end=window.wall_end,
+            published=time.time(), inference_ms=inference_ms, labels=smoothed.labels,
+            scores=smoothed.scores, raw_labels=raw_labels, raw_scores=raw_scores,
+            features=feats, stable_label=smoothed.stable_label,
+        )
+        self.events.write(prediction_event(pred))
+        for change in smoothed.changes:
+            self.events.write(make_event(change.kind, self.stream, label=change.label,
+                                         score=round(change.score, 4)))
+        self._last_pred = pred
+        self._latencies.append(pred.latency_ms)
+        shown = [(lab, sc) for lab, sc in zip(pred.labels, pred.scores, strict=True)
+                 if sc >= self.config.threshold] or list(zip(pred.labels[:1], pred.scores[:1],
+                                                             strict=True))
+        self._status = OverlayStatus(
+            stream=self.stream, labels=tuple(lab for lab, _ in shown),
+            scores=tuple(sc for _, sc in shown), stable_label=pred.stable_label,
+            input_fps=self.capture.fps, inference_fps=self.worker.inference_fps,
+            latency_ms=pred.latency_ms, drops=self.ring.drops,
+        )
+        if self.status_out is not None:
+            self._print_status(pred)
+
+    def _print_status(self, pred: Prediction) -> None:
+        """One status line: rewritten in place on a terminal, else every 2 s."""
+        tty = bool(getattr(self.status_out, "isatty", lambda: False)())
+        now = time.monotonic()
+        if not tty and now - self._last_status < 2.0:
+            return
+        self._last_status = now
+        label = pred.stable_label or f"({pred.labels[0]} {pred.scores[0]:.2f})"
+        line = (f"[{self.stream}] in {self.capture.fps:5.1f} fps | inference "
+                f"{self.worker.inference_fps:4.1f} clips/s | latency {pred.latency_ms:5.0f} ms "
+                f"| drops {self.ring.drops} | {label[:40]}")
+        assert self.status_out is not None
+        self.status_out.write(f"\r{line:<110}" if tty else f"{line}\n")
+        self.status_out.flush()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        log.info("stream %s: %s with %s (%s backend)", self.stream, self.source_name,
+                 self.spec.name, self.backend.name)
+        if self.renderer is not None:
+            self.renderer.start()
+        self.worker.start()
+        self.capture.start()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return (safe from any thread and from signal handlers)."""
+        self._stop.set()
+
+    def run(self, duration_s: float | None = None) -> PipelineResult:
+        """Start, run until ``duration_s`` elapses, the source ends, or :meth:`request_stop`,
+        then stop. Returns the totals."""
+        limit = self.config.duration if duration_s is None else duration_s
+        deadline = None if limit is None else time.monotonic() + float(limit)
+        self.start()
+        try:
+            while not self._stop.is_set():
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                # End of file (or the source gave up): classify what is still due, then end.
+                if self.capture.finished.is_set() and (
+                    self.capture.error is not None or self.worker.idle()
+                ):
+                    break
+                self._stop.wait(0.05)
+        finally:
+            result = self.stop()
+        return result
+
+    def stop(self, timeout_s: float = 2.0) -> PipelineResult:
+        """Stop every thread (each join bounded), write ``stopped``, close the sinks and log."""
+        if self._stopped:
+            return self._result()
+        self._stopped = True
+        t0 = time.monotonic()
+        self.worker.stop(0.0)  # ask now; joined below, after capture
+        self.capture.stop(timeout_s / 2)
+        self.worker.stop(max(0.1, timeout_s * 0.75 - (time.monotonic() - t0)))
+        if self.renderer is not None:
+            self.renderer.stop(max(0.1, timeout_s - (time.monotonic() - t0)))
+        if self.status_out is not None and getattr(self.status_out, "isatty", lambda: False)():
+            self.status_out.write("\n")
+            self.status_out.flush()
+        self._on_reset()  # an open label gets its label_end before `stopped`
+        result = self._result()
+        fields: dict[str, Any] = {
+            "frames": result.frames, "windows": result.windows, "drops": result.drops,
+            "skipped_windows": result.skipped_windows,
+        }
+        if self._latencies:
+            lat = np.asarray(self._latencies)
+            fields["latency_ms_p50"] = round(float(np.percentile(lat, 50)), 1)
+            fields["latency_ms_p95"] = round(float(np.percentile(lat, 95)), 1)
+        if self.renderer is not None:
+            fields["overlay_drops"] = self.renderer.drops
+            fields["overlay_errors"] = self.renderer.errors
+        if result.error:
+            fields["error"] = result.error
+        self.events.write(make_event("stopped", self.stream, **fields))
+        self.events.close()
+        return result
+
+    def wait_threads(self, timeout_s: float) -> bool:
+        """After :meth:`stop`: wait up to ``timeout_s`` for a window still in the model (a
+        slow CPU) so the process never exits with native code running; True if all ended."""
+        return self.worker.stop(timeout_s)
+
+    def _result(self) -> PipelineResult:
+        err = self.capture.error
+        return PipelineResult(
+            frames=self.capture.frames_read, windows=self.slot.windows, drops=self.ring.drops,
+            skipped_windows=self.scheduler.skipped, error=str(err) if err else None,
+        )

@@ -1,0 +1,182 @@
+"""The streaming pipeline end to end: fakes for speed, real processes, files and RTSP."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamclf.backends import FakeBackend
+from streamclf.config import RunConfig
+from streamclf.events import EventLog, read_events
+from streamclf.models import get_spec
+from streamclf.pipeline import StreamPipeline
+from streamclf.sources import SyntheticSource, open_source
+from tests.conftest import REPO
+
+LABELS = ("walking", "running", "waving")
+CORE = {"type", "stream", "ts", "seq"}
+
+
+def build(tmp_path: Path, source_factory, backend: FakeBackend, **cfg: object) -> StreamPipeline:
+    config = RunConfig(source="test", stream_id="s1", events=str(tmp_path / "ev.jsonl"),
+                       quiet=True, **cfg)  # type: ignore[arg-type]
+    return StreamPipeline(config, get_spec("x3d_xs"), backend, source_factory,
+                          EventLog(config.events))
+
+
+def check_contract(events: list[dict]) -> None:
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    for e in events:
+        assert e.keys() >= CORE and isinstance(e["ts"], float)
+    assert events[-1]["type"] == "stopped"
+    assert {"frames", "windows", "drops"} <= events[-1].keys()
+    for p in (e for e in events if e["type"] == "prediction"):
+        for key in ("window_start", "window_end", "latency_ms", "inference_ms", "labels",
+                    "scores", "raw_labels", "raw_scores"):
+            assert key in p
+        assert p["window_start"] <= p["window_end"] <= p["ts"]
+        assert p["latency_ms"] == pytest.approx((p["ts"] - p["window_end"]) * 1000, abs=0.05)
+
+
+def test_file_fast_pace_classifies_every_due_window(tmp_path: Path, tai_chi_clip: Path) -> None:
+    backend = FakeBackend(labels=LABELS, script=[[0.1, 0.8, 0.1]])
+    pipe = build(tmp_path, lambda: open_source(str(tai_chi_clip)), backend, pace="fast")
+    result = pipe.run()
+    events = read_events(tmp_path / "ev.jsonl")
+    check_contract(events)
+    preds = [e for e in events if e["type"] == "prediction"]
+    # 10.0 s clip, 1.6 s windows every 0.8 s: the first is due at 1.57 s, then 10 more.
+    assert result.frames == 300 and result.windows == len(preds) == 11
+    assert result.drops == 0 and result.skipped_windows == 0
+    starts = [e for e in events if e["type"] == "label_start"]
+    assert [s["label"] for s in starts] == ["running"]  # after 2 consecutive wins
+    assert preds[1]["stable_label"] == "running" and preds[0]["stable_label"] is None
+    assert events[0]["type"] == "source_opened"
+    ends = [e for e in events if e["type"] == "label_end"]
+    assert len(ends) == 1 and ends[0]["seq"] == events[-1]["seq"] - 1  # closed before stopped
+
+
+def test_slow_model_keeps_latency_and_memory_bounded(tmp_path: Path) -> None:
+    """A 1 s/clip model on a live 30 fps source: fewer, fresher windows, drops counted."""
+    backend = FakeBackend(labels=LABELS, delay_s=1.0)
+    pipe = build(tmp_path, lambda: SyntheticSource(320, 240, 30.0, live=True), backend,
+                 stride=0.2)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = pipe.run(duration_s=7.0)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    events = read_events(tmp_path / "ev.jsonl")
+    check_contract(events)
+    preds = [e for e in events if e["type"] == "prediction"]
+    assert 4 <= len(preds) <= 7
+    assert result.skipped_windows > 10  # 0.2 s stride, 1 s per clip
+    assert 190 <= result.frames <= 215  # capture never waited for inference
+    assert len(pipe.ring) <= pipe.ring.capacity
+    # each label is about one inference time old, never a growing queue
+    assert max(p["latency_ms"] for p in preds) < 1000 + 400
+    assert grown_mb < 100
+
+
+def test_stop_is_prompt_even_mid_inference(tmp_path: Path) -> None:
+    backend = FakeBackend(labels=LABELS, delay_s=0.6)
+    pipe = build(tmp_path, lambda: SyntheticSource(320, 240, 30.0, live=True), backend)
+    pipe.start()
+    time.sleep(2.5)
+    t0 = time.monotonic()
+    pipe.stop()
+    assert time.monotonic() - t0 < 2.0
+    assert read_events(tmp_path / "ev.jsonl")[-1]["type"] == "stopped"
+
+
+def _wait_for_prediction(path: Path, proc: subprocess.Popen[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file() and '"prediction"' in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run exited early: {proc.communicate()[1]}")
+        time.sleep(0.2)
+    raise AssertionError("no prediction in time")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly(tmp_path: Path, tai_chi_clip: Path, sig: signal.Signals) -> None:
+    events, video = tmp_path / "ev.jsonl", tmp_path / "out.mp4"
+    with subprocess.Popen(
+        [sys.executable, "-m", "streamclf", "run", "--source", str(tai_chi_clip), "--loop",
+         "--weights", "random", "--events", str(events), "--output", str(video), "--quiet"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        try:
+            _wait_for_prediction(events, proc, 120)
+            t0 = time.monotonic()
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=10)
+            elapsed = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert elapsed < 2.0 + 0.5  # the 2 s budget + interpreter exit
+    log = read_events(events)
+    check_contract(log)
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count >= 30 and (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(
+        cv2.CAP_PROP_FRAME_HEIGHT)) == (340, 256)
+
+
+@pytest.mark.slow
+def test_rtsp_live_run(tmp_path: Path) -> None:
+    """A real RTSP server streams a real clip in a loop; `streamclf run` on it for ~20 s."""
+    from tests.servers import rtsp_server_or_skip
+
+    server = rtsp_server_or_skip(tmp_path)
+    events, video = tmp_path / "ev.jsonl", tmp_path / "overlay.mp4"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "streamclf", "run", "--source", server.url, "--duration",
+             "20", "--model", "x3d_xs", "--weights", "random", "--events", str(events),
+             "--output", str(video), "--quiet", "--threads", "1"],
+            cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    log = read_events(events)
+    check_contract(log)
+    assert log[0]["type"] == "source_opened" and log[0]["is_live"] is True
+    preds = [e for e in log if e["type"] == "prediction"]
+    # x3d_xs: 1.6 s windows every 0.8 s -> about (20 - 1.6) / 0.8 + 1 = 24
+    assert 18 <= len(preds) <= 25
+    ends = np.array([p["window_end"] for p in preds])
+    assert np.all(np.diff(ends) > 0) and np.all(np.diff([p["ts"] for p in preds]) > 0)
+    assert np.median(np.diff(ends)) == pytest.approx(0.8, abs=0.1)
+    assert all(0 < p["latency_ms"] < 3000 for p in preds)
+    assert all(p["window_end"] - p["window_start"] == pytest.approx(1.6, abs=0.15)
+               for p in preds)
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames >= 20 * 30 * 0.8
+    stopped = log[-1]
+    assert stopped["frames"] >= 20 * 30 * 0.9
+    print(json.dumps({k: stopped[k] for k in ("frames", "windows", "drops")}))
