@@ -7,6 +7,7 @@ what is allowed; unknown keys are errors too (a typo must not be silently ignore
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
     if "float" in text:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
         return float(value)
     if "int" in text:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -134,6 +137,6 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
-    if not values.get("source"):
+    if values.get("source") in (None, ""):
         raise ConfigError("no source: pass --source or set 'source' in the config")
     return validate(values)

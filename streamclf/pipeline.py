@@ -290,8 +290,8 @@ class StreamPipeline:
         return result
 
     def wait_threads(self, timeout_s: float) -> bool:
-        """After :meth:`stop`: wait up to ``timeout_s`` for a window still in the model (a
-        slow CPU) so the process never exits with native code running; True if all ended."""
+        """After :meth:`stop`: wait up to ``timeout_s`` more for a window still in the model;
+        True if the inference thread has ended."""
         return self.worker.stop(timeout_s)
 
     def _result(self) -> PipelineResult:

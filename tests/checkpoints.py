@@ -1,23 +1,29 @@
 """Seeded, input-sensitive random checkpoints for parity tests, and real-frame helpers.
 
-Why not plain random weights: pytorchvideo initialises every residual block's last
-batch-norm scale to zero and every batch norm with mean 0 / variance 1, so a fresh
-network is close to a fixed function of the stem; its top-5 and embedding hardly
-move with the input, and a parity test built on it passes even with broken
-preprocessing. Here the checkpoint is made to *depend* on its input:
+Why not plain random weights: a freshly built pytorchvideo CNN has every batch norm at
+mean 0 / variance 1 (nothing like the statistics of real activations) and the last
+batch norm of every residual block at scale 0, and every zoo model ends in features
+(ReLU outputs, or a LayerNorm-ed class token) that share a large common component
+across clips. A random 400-way head on top picks nearly the same top-5 for any
+clip, so a parity test built on it passes even with broken preprocessing (measured
+with x3d_xs: two different videos get the same top-5 and feature cosine 0.99).
 
-* CNNs (X3D, SlowFast): every batch-norm scale is drawn around 1 (residual branches
-  switched on) and the running statistics are measured on real clips, so each layer
-  sees unit-scale, centred activations of real video rather than of the default.
-* MViT (LayerNorm, no running statistics): its default init (all linear weights with
-  std 0.02, learned class token and position embeddings) leaves the class token,
-  which is all the head reads, nearly constant; linear weights are redrawn with
-  fan-in scaling (content-dependent attention and large residual updates) and the
-  class token / position embeddings are zeroed so the token carries only content.
-* Every model: the final linear layer computes ``logits = W (f - mu) / sigma`` with
-  ``mu``/``sigma`` the per-dimension statistics of the clip embeddings of the
-  calibration clips, so the logits follow what differs between clips instead of
-  what all clips share, and the top-5 moves when the input does.
+What makes a checkpoint here input-sensitive:
+
+* batch-norm running statistics measured on real clips (CNNs), so each normalised
+  activation is centred and unit-scaled on real video, not on the default;
+* a head that reads what differs between clips, not what they share:
+  ``logits = W (f - mu) / sigma`` with ``mu``/``sigma`` the per-dimension mean and
+  spread of the embeddings of the calibration clips (other videos than the parity
+  clip). MViT needs nothing more: LayerNorm has no running statistics, and its
+  LayerNorm-ed class token already varies strongly between inputs (cosine 0.1 for BGR
+  vs RGB frames with the default init); only its head had to stop reading the shared
+  part;
+* no near-ties at the top: ``W`` is redrawn (from the same seeded generator) until the
+  six best classes of a given clip are separated by at least ``min_gap`` logit
+  standard deviations, so that the uint8 rounding of a correct pipeline (which moves
+  logits by well under 1% of their spread) cannot reorder the top-5, while a broken
+  input (which moves them by 15% or more) does.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from streamclf.models.network import build_network
+from streamclf.models.network import _head_applies_softmax, build_network
 from streamclf.video import iter_frames
 
 if TYPE_CHECKING:
@@ -41,8 +47,10 @@ __all__ = ["Preprocess", "clip_frames", "make_checkpoint", "read_span"]
 #: Frames in, network inputs out: one ``(3, T_i, H, W)`` float tensor per pathway.
 Preprocess = Callable[[Sequence[np.ndarray]], list[torch.Tensor]]
 
-#: Logit standard deviation of the seeded head (a spread-out, non-degenerate softmax).
+#: Scale of the seeded head's logits (in units of the calibration spread).
 LOGIT_SCALE = 4.0
+#: Head draws tried before giving up on the top-6 separation.
+MAX_DRAWS = 200
 
 
 def read_span(path: Path, start: int, count: int) -> list[np.ndarray]:
@@ -66,48 +74,35 @@ def clip_frames(spec: ModelSpec) -> int:
     return spec.num_frames * spec.sampling_rate
 
 
-def _reinit_transformer(
-    model: torch.nn.Module, gen: torch.Generator, zero_tokens: bool = True
-) -> None:
-    """Fan-in scaled linear weights and content-only class token (see module doc)."""
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Linear):
-                std = 1.0 / math.sqrt(mod.in_features)
-                mod.weight.copy_(std * torch.randn(mod.weight.shape, generator=gen))
-                if mod.bias is not None:
-                    mod.bias.zero_()
-        if zero_tokens:
-            for name, param in model.named_parameters():
-                if "cls_token" in name or "pos_embed" in name:
-                    param.zero_()
+def _batch(clips: Sequence[list[torch.Tensor]]) -> torch.Tensor | list[torch.Tensor]:
+    """Stack clips into what a pytorchvideo network takes (a list for SlowFast)."""
+    batch = [torch.stack([clip[p] for clip in clips]) for p in range(len(clips[0]))]
+    return batch if len(batch) > 1 else batch[0]
 
 
-def _smooth_pixel_filters(model: torch.nn.Module, passes: int) -> None:
-    """Low-pass the filters that look at pixels (norm kept)."""
-    k = torch.tensor([0.25, 0.5, 0.25])
-    blur = (k[:, None] * k[None, :]).reshape(1, 1, 3, 3)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv3d) and mod.in_channels == 3 and passes:
-                w = mod.weight
-                flat = w.reshape(-1, 1, *w.shape[-2:])
-                norms = flat.flatten(1).norm(dim=1)
-                for _ in range(passes):
-                    flat = torch.nn.functional.conv2d(flat, blur, padding=1)
-                flat = flat * (norms / flat.flatten(1).norm(dim=1).clamp_min(1e-12))[:, None, None, None]
-                w.copy_(flat.reshape(w.shape))
+def _head_inputs(
+    model: torch.nn.Module, head: torch.nn.Module, clips: Sequence[list[torch.Tensor]]
+) -> torch.Tensor:
+    """Run ``clips`` as one batch; the head's input as ``(clips, positions, dim)``."""
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        with torch.no_grad():
+            model(_batch(clips))
+    finally:
+        hook.remove()
+    feats = captured[-1]
+    return feats.reshape(feats.shape[0], -1, feats.shape[-1])
 
 
 def _calibrate(
-    model: torch.nn.Module, head: torch.nn.Module, inputs: list[list[torch.Tensor]]
+    model: torch.nn.Module, head: torch.nn.Module, clips: Sequence[list[torch.Tensor]]
 ) -> torch.Tensor:
-    """Set batch-norm running statistics from ``inputs`` and return the head inputs
-    (one row per clip and position).
+    """Set batch-norm running statistics from ``clips``; return the head inputs.
 
     All clips go through as one batch with only the batch norms in training mode
-    (momentum ``None``: the running statistics become exactly the batch's), so every
-    layer is normalised by the statistics the calibrated network will use, and the
+    (momentum ``None``: the running statistics become exactly the batch's), so each
+    layer is measured under the statistics the calibrated network will use, and the
     captured embeddings are those of the calibrated network (dropout stays off).
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -116,19 +111,26 @@ def _calibrate(
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:
-        batch = [torch.stack([clip[p] for clip in inputs]) for p in range(len(inputs[0]))]
-        with torch.no_grad():
-            model(batch if len(batch) > 1 else batch[0])
+        return _head_inputs(model, head, clips)
     finally:
-        hook.remove()
         for bn in norms:
             bn.momentum = 0.1
         model.eval()
-    feats = captured[-1]
-    return feats.reshape(-1, feats.shape[-1])
+
+
+def _top6_gap(
+    feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, softmax_inside: bool
+) -> float:
+    """Smallest gap between consecutive scores of the six best classes, in log space,
+    over the spread of the logits. Scores are formed the way the network forms them."""
+    logits = feats @ weight.T + bias  # (positions, classes)
+    if softmax_inside:
+        scores = torch.log(torch.softmax(logits, dim=1).mean(dim=0))
+    else:
+        scores = logits.mean(dim=0)
+    top = torch.sort(scores, descending=True).values[:6]
+    return float((top[:-1] - top[1:]).min() / logits.mean(dim=0).std())
 
 
 def make_checkpoint(
@@ -136,41 +138,45 @@ def make_checkpoint(
     calibration: Sequence[Sequence[np.ndarray]],
     preprocess: Preprocess,
     seed: int = 0,
-    reinit: bool = True,
-    zero_tokens: bool = True,
-    per_dim: bool = True,
-    smooth: int = 0,
+    margin_clip: Sequence[np.ndarray] | None = None,
+    min_gap: float = 0.03,
 ) -> dict[str, torch.Tensor]:
     """A seeded random state dict for ``spec`` whose outputs depend on the input.
 
     Args:
         calibration: real clips (frames as the reference pipeline takes them) whose
-            statistics set the batch norms and the head; use clips other than the
-            ones the parity is checked on.
+            statistics set the batch norms and the head; use other videos than the
+            one the parity is checked on.
         preprocess: the reference transform that turns a clip into network inputs.
+        margin_clip: if given, the head is redrawn until this clip's six best classes
+            are ``min_gap`` logit standard deviations apart (see module doc).
+
+    Raises:
+        RuntimeError: no head draw reached ``min_gap``.
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = build_network(spec)
     head = model.get_submodule(spec.head_path)
-    if reinit and not any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    ):
-        _reinit_transformer(model, gen, zero_tokens)
-    _smooth_pixel_filters(model, smooth)
-    inputs = [preprocess(frames) for frames in calibration]
-    feats = _calibrate(model, head, inputs).double()
+    feats = _calibrate(model, head, [preprocess(frames) for frames in calibration])
+    feats = feats.reshape(-1, feats.shape[-1]).double()
     mu = feats.mean(dim=0)
-    sigma = feats.std(dim=0)
     # Dimensions that hardly vary (dead ReLUs) must not blow tiny differences up.
+    sigma = feats.std(dim=0)
     sigma = torch.clamp(sigma, min=0.1 * float(sigma.median()) + 1e-12)
-    if not per_dim:
-        sigma = (feats - mu).pow(2).mean().sqrt().expand_as(mu)
-    global _LAST
-    _LAST = (mu.numpy(), sigma.numpy())
-    w = torch.randn(head.weight.shape, generator=gen, dtype=torch.float64)
-    w *= LOGIT_SCALE / math.sqrt(w.shape[1])
+    probe = None
+    if margin_clip is not None:
+        probe = _head_inputs(model, head, [preprocess(margin_clip)])[0].double()
+    softmax_inside = _head_applies_softmax(model, spec)
+    for _ in range(MAX_DRAWS):
+        w = torch.randn(head.weight.shape, generator=gen, dtype=torch.float64)
+        weight = w * (LOGIT_SCALE / math.sqrt(w.shape[1])) / sigma
+        bias = -(weight @ mu)
+        if probe is None or _top6_gap(probe, weight, bias, softmax_inside) >= min_gap:
+            break
+    else:
+        raise RuntimeError(f"no head for {spec.name} separates the top-6 by {min_gap}")
     with torch.no_grad():
-        head.weight.copy_(w / sigma)
-        head.bias.copy_(-(w / sigma) @ mu)
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -78,6 +78,15 @@ def test_classify_sampling_modes(tai_chi_clip: Path) -> None:
         (["classify", "tests/data/ta_chi.mp4", "--weights", "random", "--device", "tpu"],
          "unknown device"),
         (["classify", "tests/data/ta_chi.mp4", "--weights", "random", "--clips", "0"], "--clips"),
+        (["run", "--source", "missing.mp4", "--weights", "random"], "file not found"),
+        (["run", "--source", "ftp://example.invalid/cam", "--weights", "random"],
+         "unsupported URL scheme 'ftp'"),
+        (["run", "--source", "rtsp://user:secret@127.0.0.1:1/cam", "--weights", "random"],
+         "rtsp://user:***@127.0.0.1:1/cam"),
+        (["run", "--config", "missing.yaml"], "config file not found"),
+        (["run", "--source", "tests/data/ta_chi.mp4", "--weights", "random", "--display"],
+         "display"),
+        (["run", "--weights", "random"], "no source"),
     ],
 )
 def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
@@ -85,7 +94,7 @@ def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
     assert out.returncode == 1
     lines = [ln for ln in out.stderr.splitlines() if "RANDOM WEIGHTS" not in ln]
     assert len(lines) == 1 and needle in lines[0], out.stderr
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr and "secret" not in out.stderr + out.stdout
 
 
 @pytest.mark.slow
@@ -104,7 +113,9 @@ def test_demo_falls_back_loudly_when_offline(tmp_path: Path) -> None:
     log = [json.loads(line) for line in events.read_text().splitlines()]
     assert log[0]["type"] == "source_opened" and log[-1]["type"] == "stopped"
     # the bundled 10 s clip at 28 fps, 1.6 s windows every 0.8 s
-    assert log[-1]["frames"] == 280 and log[-1]["windows"] >= 10
+    stopped = log[-1]
+    assert stopped["frames"] == 280 and stopped["windows"] + stopped["skipped_windows"] >= 10
+    assert stopped["windows"] >= 3
     assert video.stat().st_size > 100_000
 
 

@@ -40,8 +40,9 @@ SHIFT = 3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Parity is checked on this clip (lots of motion); never used for calibration.
-PARITY_VIDEO = ("torchvision__v_SoccerJuggling_g23_c01.avi", 60)
+#: Parity is checked on this clip (640x360, so every model resizes; lots of motion,
+#: so that a few frames' shift shows); never used for calibration.
+PARITY_VIDEO = ("VideoQA-NTO__eating_spaghetti.mp4", 60)
 #: (video, first frame) of the clips that calibrate the checkpoints.
 CALIBRATION_VIDEOS = (
     ("mmaction2__demo_demo.mp4", 100),
@@ -51,7 +52,7 @@ CALIBRATION_VIDEOS = (
     ("mmaction2__tests_data_test.mp4", 40),
     ("mmskeleton__skateboarding.mp4", 100),
 )
-CALIBRATION_CLIPS = {"x3d_xs": 6, "slowfast_r50": 4, "mvit_base_16x4": 4}
+CALIBRATION_CLIPS = {"x3d_xs": 6, "slowfast_r50": 3, "mvit_base_16x4": 4}
 
 MODELS = [
     "x3d_xs",
@@ -174,6 +175,7 @@ class Case:
     frames: list[np.ndarray]
     shifted: list[np.ndarray]
     reference: Reference
+    ours: ClassificationResult
 
 
 def _build_case(name: str, data: Path, tmp: Path) -> Case:
@@ -184,16 +186,18 @@ def _build_case(name: str, data: Path, tmp: Path) -> Case:
         read_span(videos / video, start, n)
         for video, start in CALIBRATION_VIDEOS[: CALIBRATION_CLIPS[name]]
     ]
-    state = make_checkpoint(spec, calibration, reference_transform(spec), seed=SEED)
-    weights = tmp / f"{name}_seed{SEED}.pyth"
-    torch.save({"model_state": state}, weights)
     video, start = PARITY_VIDEO
     span = read_span(videos / video, start, n + SHIFT)
     frames, shifted = span[:n], span[SHIFT:]
+    state = make_checkpoint(
+        spec, calibration, reference_transform(spec), seed=SEED, margin_clip=frames
+    )
+    weights = tmp / f"{name}_seed{SEED}.pyth"
+    torch.save({"model_state": state}, weights)
     loaded = torch.load(weights, map_location="cpu", weights_only=True)["model_state"]
     reference = reference_outputs(spec, loaded, frames)
     clf = ActionClassifier(name, weights=weights, device="cpu", topk=TOPK)
-    return Case(spec, weights, clf, frames, shifted, reference)
+    return Case(spec, weights, clf, frames, shifted, reference, clf(frames))
 
 
 @pytest.fixture(scope="module")
@@ -213,12 +217,13 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.mark.parametrize("name", MODELS)
 def test_matches_pytorchvideo_reference(cases: Any, name: str) -> None:
     case: Case = cases(name)
-    ours = case.classifier(case.frames)
-    ref = case.reference
+    ours, ref = case.ours, case.reference
     cos = cosine(ours.features, ref.features)
     assert ours.labels == ref.labels, (ours.labels, ref.labels)
     assert cos >= COSINE_MIN
-    np.testing.assert_allclose(ours.scores, ref.scores, rtol=0.02, atol=1e-3)
+    # The head is built to amplify input differences: uint8 rounding alone moves these
+    # probabilities by up to ~0.02, a broken input by 0.1 to 1.
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=0.05)
     assert parity_ok(ours, ref)
 
 
@@ -252,7 +257,7 @@ def _broken(case: Case, control: str) -> ClassificationResult:
 @pytest.mark.parametrize("name", MODELS)
 def test_broken_inputs_fail_parity(cases: Any, name: str, control: str) -> None:
     case: Case = cases(name)
-    assert parity_ok(case.classifier(case.frames), case.reference)
+    assert parity_ok(case.ours, case.reference)
     ours = _broken(case, control)
     assert not parity_ok(ours, case.reference), (
         f"{control}: top-5 {ours.labels} vs {case.reference.labels}, "

@@ -180,3 +180,34 @@ def test_rtsp_live_run(tmp_path: Path) -> None:
     stopped = log[-1]
     assert stopped["frames"] >= 20 * 30 * 0.9
     print(json.dumps({k: stopped[k] for k in ("frames", "windows", "drops")}))
+
+
+@pytest.mark.parametrize("fps", [15, 60])
+def test_window_span_is_time_based_on_real_clips(tmp_path: Path, tai_chi_clip: Path,
+                                                 fps: int) -> None:
+    """The same clip re-encoded at 15 and 60 fps gives windows of the same time span."""
+    import shutil
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    clip = tmp_path / f"clip{fps}.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tai_chi_clip), "-t", "5", "-r",
+                    str(fps), "-c:v", "libx264", "-preset", "ultrafast", str(clip)],
+                   check=True, timeout=120)
+    backend = FakeBackend(labels=LABELS)
+    pipe = build(tmp_path, lambda: open_source(str(clip)), backend, pace="fast")
+    spans: list[float] = []
+    publish = pipe.slot.publish
+
+    def record(window, probs, feats, ms):  # type: ignore[no-untyped-def]
+        spans.append(window.ts[-1] - window.ts[0])
+        assert len(window.frames) == 4  # x3d_xs takes 4 frames whatever the fps
+        publish(window, probs, feats, ms)
+
+    pipe.slot.publish = record
+    pipe.run()
+    assert len(spans) >= 4
+    # The frames of a 1.6 s window cover 1.6 s (first to last frame plus one frame
+    # interval) to within one frame interval, at either frame rate.
+    for span in spans:
+        assert abs(span + 1.0 / fps - 1.6) <= 1.0 / fps + 1e-3
