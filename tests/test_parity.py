@@ -9,7 +9,8 @@ Parity means the same ordered top-5 and embedding cosine >= 0.999.
 
 The check is shown to have teeth: BGR frames, ImageNet mean/std and frames shifted
 by three each make the same parity check fail. With pytorchvideo's default random
-initialisation they would not (its output barely depends on the input).
+initialisation they would not all fail (its output barely depends on the input; see
+``tests/checkpoints.py`` for how the checkpoint is made input-sensitive).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import contextlib
 import dataclasses
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -117,11 +118,10 @@ def reference_transform(spec: ModelSpec) -> Preprocess:
 
 
 class Reference(NamedTuple):
-    """The reference's top-k labels and probabilities, all probabilities, embedding."""
+    """The reference's top-k labels and probabilities, and its clip embedding."""
 
     labels: list[str]
     scores: list[float]
-    probs: np.ndarray
     features: np.ndarray
 
 
@@ -150,12 +150,12 @@ def reference_outputs(
     return Reference(
         labels=[spec.labels[i] for i in order],
         scores=[float(p[i]) for i in order],
-        probs=p,
         features=feats[0].double().numpy(),
     )
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity in float64 (float32 rounding would blur the 0.999 line)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
@@ -179,6 +179,12 @@ class Case:
 
 
 def _build_case(name: str, data: Path, tmp: Path) -> Case:
+    """Checkpoint file, reference and our classifier for ``name`` on the parity clip.
+
+    The checkpoint goes through a ``.pyth`` file (pytorchvideo's layout) so that both
+    sides load the same bytes: the reference with ``load_state_dict``, we through
+    ``ActionClassifier(weights=path)``.
+    """
     spec = get_spec(name)
     n = clip_frames(spec)
     videos = data / "videos"
@@ -200,9 +206,13 @@ def _build_case(name: str, data: Path, tmp: Path) -> Case:
     return Case(spec, weights, clf, frames, shifted, reference, clf(frames))
 
 
+GetCase = Callable[[str], Case]
+
+
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Per-model cases, built on first use and kept for the module."""
+def cases(tmp_path_factory: pytest.TempPathFactory) -> GetCase:
+    """Per-model cases, built on first use and kept for the module (a slowfast case
+    costs ~20 s of CPU); skips when ../shared/data is absent."""
     built: dict[str, Case] = {}
 
     def get(name: str) -> Case:
@@ -215,8 +225,8 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_matches_pytorchvideo_reference(cases: Any, name: str) -> None:
-    case: Case = cases(name)
+def test_matches_pytorchvideo_reference(cases: GetCase, name: str) -> None:
+    case = cases(name)
     ours, ref = case.ours, case.reference
     cos = cosine(ours.features, ref.features)
     assert ours.labels == ref.labels, (ours.labels, ref.labels)
@@ -255,9 +265,9 @@ def _broken(case: Case, control: str) -> ClassificationResult:
 
 @pytest.mark.parametrize("control", CONTROLS)
 @pytest.mark.parametrize("name", MODELS)
-def test_broken_inputs_fail_parity(cases: Any, name: str, control: str) -> None:
-    case: Case = cases(name)
-    assert parity_ok(case.ours, case.reference)
+def test_broken_inputs_fail_parity(cases: GetCase, name: str, control: str) -> None:
+    case = cases(name)
+    assert parity_ok(case.ours, case.reference)  # a control means nothing without parity
     ours = _broken(case, control)
     assert not parity_ok(ours, case.reference), (
         f"{control}: top-5 {ours.labels} vs {case.reference.labels}, "
