@@ -8,8 +8,9 @@ They reproduce pytorchvideo's reference chain for the Kinetics zoo::
 with one deliberate reordering: resizing and cropping happen on the uint8 frame
 *before* normalisation. Both bilinear resizing and cropping commute with the
 per-channel affine normalisation, so the result is the same up to uint8 rounding
-(OpenCV's fixed-point bilinear: within 1/255 per pixel, 0.75/255 measured), and each frame can be resized once when it is decoded or
-enters the live ring buffer instead of once per clip.
+(OpenCV's fixed-point bilinear: within 1/255 per pixel, 0.75/255 measured), and each
+frame can be resized once when it is decoded or enters the live ring buffer instead of
+once per clip.
 
 All functions are pure and thread-safe.
 """
