@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None)
     run.add_argument("--weights", default=None)
     run.add_argument("--device", default=None)
+    run.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"],
+                     default=None, help="inference backend (default auto: fastest measured)")
+    run.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None,
+                     help="fp32 (default); int8 (openvino, opt-in); fp16/bf16 (torch autocast)")
     run.add_argument("--classmap", default=None)
     run.add_argument("--stride", type=float, default=None, help="seconds between clips")
     run.add_argument("--topk", type=int, default=None)
@@ -197,7 +201,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"overlay video: {args.output}\nevent log: {args.events}", flush=True)
 
 
-_RUN_KEYS = ("source", "stream_id", "model", "weights", "device", "classmap", "stride", "topk",
+_RUN_KEYS = ("source", "stream_id", "model", "weights", "device", "backend", "precision",
+             "classmap", "stride", "topk",
              "smooth", "threshold", "pace", "loop", "transport", "display", "output", "events",
              "duration", "threads", "quiet")
 
@@ -207,6 +212,10 @@ def _run_pipeline(config: RunConfig) -> int:
     from streamclf.pipeline import StreamPipeline
 
     pipeline = StreamPipeline.from_config(config)
+    if not config.quiet:
+        print(f"streamclf: {pipeline.spec.name} on {config.device}, backend "
+              f"{pipeline.backend_reason}", file=sys.stderr, flush=True)
+    log.info("backend: %s", pipeline.backend_reason)
     previous = {}
 
     def on_signal(signum: int, _frame: object) -> None:

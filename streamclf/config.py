@@ -20,6 +20,8 @@ __all__ = ["RunConfig", "load_config"]
 _CHOICES = {
     "pace": ("realtime", "fast"),
     "transport": ("tcp", "udp"),
+    "backend": ("auto", "torch", "onnxruntime", "openvino"),
+    "precision": ("fp32", "fp16", "bf16", "int8"),
 }
 
 
@@ -32,6 +34,8 @@ class RunConfig:
     model: str = "x3d_xs"
     weights: str = "kinetics400"
     device: str = "auto"
+    backend: str = "auto"  # auto = the fastest measured here (cached)
+    precision: str = "fp32"
     classmap: str | None = None
     stride: float | None = None  # seconds; None = half the model's clip duration
     topk: int = 5

@@ -108,12 +108,13 @@ class StreamPipeline:
         self._stopped = False
         self._latencies: list[float] = []
         self._last_status = -math.inf
+        self.backend_reason = f"{backend.name} (given)"
 
     # -- wiring ----------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: RunConfig, status_out: TextIO | None = None) -> StreamPipeline:
         """Load the model, open the event log and sinks, and prepare the source factory."""
-        from streamclf.backends.torch_backend import TorchBackend
+        from streamclf.backends.factory import create_backend
         from streamclf.models.loader import load_model
         from streamclf.overlay import VideoFileSink, WindowSink
         from streamclf.sources import open_source, parse_spec
@@ -151,9 +152,11 @@ class StreamPipeline:
         renderer = OverlayRenderer(sinks, on_error=lambda m: log.error("overlay: %s", m)) \
             if sinks else None
         out = None if config.quiet else (status_out or sys.stderr)
-        log.info("backend %s, model %s on %s", "torch", model.spec.name, model.device)
-        return cls(config, model.spec, TorchBackend(model), factory, events, renderer, out,
-                   source_fps_hint=info.fps)
+        choice = create_backend(model, config.backend, config.precision, config.threads)
+        pipeline = cls(config, model.spec, choice.backend, factory, events, renderer, out,
+                       source_fps_hint=info.fps)
+        pipeline.backend_reason = choice.reason
+        return pipeline
 
     # -- callbacks (capture thread) --------------------------------------------------------
     def _on_frame(self, frame: Frame) -> bool:

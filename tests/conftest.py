@@ -45,3 +45,12 @@ def corrupted_clip() -> Path:
 @pytest.fixture(scope="session")
 def rotated_clip() -> Path:
     return LOCAL_DATA / "rotated_90.mov"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exported models, compiled IRs and the backend choice go to a per-session folder
+    (subprocesses inherit it), never to the user's ~/.cache."""
+    root = tmp_path_factory.mktemp("streamclf-cache")
+    os.environ["STREAMCLF_CACHE"] = str(root)
+    return root

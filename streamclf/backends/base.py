@@ -9,7 +9,19 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FakeBackend", "InferenceBackend"]
+from streamclf.preprocess import ClipTransform
+
+__all__ = ["FakeBackend", "InferenceBackend", "batch_pathways"]
+
+
+def batch_pathways(clips: Sequence[np.ndarray], transform: ClipTransform) -> list[np.ndarray]:
+    """Normalise ``B`` clips of ``(T, crop, crop, 3)`` uint8 and stack them per pathway.
+
+    Returns one ``(B, 3, T_i, crop, crop)`` float32 array per network input (slow first
+    for SlowFast). Shared by every backend so they all see identical inputs.
+    """
+    inputs = [transform(c) for c in clips]
+    return [np.stack([x[p] for x in inputs]) for p in range(len(inputs[0]))]
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from streamclf._lazy import require
 from streamclf.errors import ConfigError, WeightsError
 from streamclf.models.labels import ClassMap, load_classmap
 from streamclf.models.network import build_network, resolve_device, wrap_network
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["LoadedModel", "load_model"]
 
 log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,15 @@ def load_model(
     checkpoint = load_checkpoint(spec, weights)
     labels = _choose_labels(spec, checkpoint, classmap)
     spec = dataclasses.replace(spec, labels=labels)
-    model = build_network(spec, num_classes=len(labels))
-    if checkpoint is not None:
+    if checkpoint is None:
+        # Random weights are seeded (without touching the caller's RNG), so smoke runs are
+        # reproducible and exported/compiled artefacts of them can be cached.
+        torch = require("torch")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model = build_network(spec, num_classes=len(labels))
+    else:
+        model = build_network(spec, num_classes=len(labels))
         load_into(model, checkpoint, spec)
     net = wrap_network(model, spec).to(target)
     origin = "random" if checkpoint is None else checkpoint.origin

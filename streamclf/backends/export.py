@@ -1,0 +1,258 @@
+"""Exporting a loaded zoo network to ONNX, verified against torch, with an on-disk cache.
+
+The exported graph is the wrapped network of :func:`streamclf.models.network.wrap_network`:
+
+* inputs: ``slow`` and ``fast`` for SlowFast, ``video`` otherwise; each
+  ``(B, 3, T_i, H, W)`` float32, already normalised (the clip transform stays in Python);
+* outputs: ``scores`` ``(B, K)`` float32 and ``features`` ``(B, D)`` float32.
+
+``scores`` are class **probabilities**, not logits: pytorchvideo's X3D hub heads end in a
+Softmax applied at every spatio-temporal position before the positions are averaged, so
+an X3D network has no single logits tensor to export. For every other model the
+softmax of the logits is exported, so all graphs give the same kind of output as the
+torch backend. ``features`` is the input of the final linear layer averaged over
+positions (the clip embedding).
+
+Example::
+
+    from streamclf.models import load_model
+    from streamclf.backends.export import export_onnx
+    export_onnx(load_model("x3d_xs", "kinetics400", device="cpu"), Path("x3d_xs.onnx"))
+
+Torch and onnxruntime are imported on first use only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from streamclf._lazy import require
+from streamclf.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamclf.models.loader import LoadedModel
+    from streamclf.models.registry import ModelSpec
+
+__all__ = [
+    "OUTPUT_NAMES",
+    "TensorInfo",
+    "cached_onnx",
+    "describe_onnx",
+    "export_onnx",
+    "input_names",
+    "model_fingerprint",
+    "onnx_cache_dir",
+]
+
+log = logging.getLogger(__name__)
+
+#: Output names of every exported graph, in order.
+OUTPUT_NAMES = ("scores", "features")
+#: Symbolic name of the dynamic batch axis.
+BATCH_AXIS = "batch"
+#: Acceptance of the post-export check on a random input (onnxruntime vs torch).
+VERIFY_COSINE_MIN = 0.999
+VERIFY_SCORES_ATOL = 1e-3
+
+_CACHE_LOCK = threading.Lock()
+
+
+def input_names(spec: ModelSpec) -> tuple[str, ...]:
+    """``("slow", "fast")`` for a SlowFast spec, ``("video",)`` otherwise."""
+    return ("slow", "fast") if spec.slowfast_alpha else ("video",)
+
+
+def _unsupported(spec: ModelSpec, exc: BaseException | str) -> ModelError:
+    """The one-line error for a model whose graph cannot be exported or does not match."""
+    if isinstance(exc, BaseException):
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
+    else:
+        reason = exc
+    if len(reason) > 300:
+        reason = reason[:297] + "..."
+    return ModelError(f"ONNX export is not supported for {spec.name}: {reason}")
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b))
+
+
+def _random_inputs(spec: ModelSpec, batch: int, device: str, seed: int) -> list[torch.Tensor]:
+    """One ``(batch, C, T, H, W)`` standard-normal tensor per pathway (normalised-video scale)."""
+    torch = require("torch")
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn((batch, *shape), generator=gen).to(device) for shape in spec.input_shapes]
+
+
+def _verify(model: LoadedModel, path: Path, batch: int) -> None:
+    """Run the exported file once in onnxruntime (CPU) against torch on a random input.
+
+    Raises:
+        ModelError: onnxruntime cannot load or run the graph, or its outputs differ.
+    """
+    torch = require("torch")
+    ort = require("onnxruntime")
+    spec = model.spec
+    inputs = _random_inputs(spec, batch, model.device, seed=1)
+    with torch.inference_mode():
+        ref_scores, ref_feats = (t.float().cpu().numpy() for t in model.net(*inputs))
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: onnxruntime warns about unused initialisers
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {n: x.cpu().numpy() for n, x in zip(input_names(spec), inputs, strict=True)}
+        scores, feats = session.run(list(OUTPUT_NAMES), feed)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise _unsupported(spec, exc) from exc
+    if scores.shape != ref_scores.shape or feats.shape != ref_feats.shape:
+        raise _unsupported(spec, f"onnxruntime output shapes {scores.shape}, {feats.shape} "
+                                 f"differ from torch's {ref_scores.shape}, {ref_feats.shape}")
+    cos = min(_cosine(f, r) for f, r in zip(feats, ref_feats, strict=True))
+    diff = float(np.abs(scores - ref_scores).max())
+    if cos < VERIFY_COSINE_MIN or diff > VERIFY_SCORES_ATOL:
+        raise _unsupported(spec, f"onnxruntime output differs from torch (feature cosine "
+                                 f"{cos:.5f}, max score difference {diff:.2e})")
+    log.info("verified %s in onnxruntime: feature cosine %.6f, max score diff %.1e",
+             path, cos, diff)
+
+
+def export_onnx(
+    model: LoadedModel, path: Path, opset: int = 17, dynamic_batch: bool = True
+) -> Path:
+    """Export ``model.net`` to ONNX at ``path`` and check it in onnxruntime.
+
+    Inputs are named ``slow``/``fast`` (SlowFast) or ``video``, each ``(B, 3, T, H, W)``
+    float32 normalised clips; outputs ``scores`` ``(B, K)`` (probabilities, see the
+    module docstring) and ``features`` ``(B, D)``. With ``dynamic_batch`` the batch axis
+    is symbolic (``"batch"``); otherwise the graph takes batch 1 only.
+
+    The graph is traced by the TorchScript exporter (``dynamo=False``) with batch 2 and
+    checked with batch 1 (so a batch size baked into the trace shows up), in onnxruntime
+    on CPU against torch on a random input: feature cosine >= 0.999 and probabilities
+    within 1e-3. The file is written to a temporary name beside ``path`` and renamed
+    into place only once verified.
+
+    Thread-safety: runs a forward of ``model.net``; do not use the model from another
+    thread meanwhile.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ModelError: ``ONNX export is not supported for <model>: <reason>`` when the
+            network cannot be traced or expressed in ONNX at ``opset``, onnxruntime
+            cannot run the graph, or its outputs differ from torch's.
+    """
+    torch = require("torch")
+    spec = model.spec
+    path = Path(path)
+    names = input_names(spec)
+    dummies = _random_inputs(spec, 2 if dynamic_batch else 1, model.device, seed=0)
+    axes = {n: {0: BATCH_AXIS} for n in (*names, *OUTPUT_NAMES)} if dynamic_batch else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                # Tracer warnings (Python control flow on shapes) are expected: the input
+                # shape is fixed per model, and the result is verified below.
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    model.net, tuple(dummies), str(tmp), input_names=list(names),
+                    output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
+                    opset_version=opset, do_constant_folding=True, dynamo=False,
+                )
+        except Exception as exc:  # the exporter raises many unrelated types
+            raise _unsupported(spec, exc) from exc
+        _verify(model, tmp, batch=1)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("exported %s to %s (%.1f MB)", spec.name, path, path.stat().st_size / 1e6)
+    return path
+
+
+def model_fingerprint(model: LoadedModel) -> str:
+    """16 hex characters of sha256 over the spec name and every state-dict tensor.
+
+    Each tensor contributes its key, dtype, shape and raw bytes (keys sorted), so two
+    models share a fingerprint only when their exported graphs would be identical.
+    """
+    torch = require("torch")
+    digest = hashlib.sha256(model.spec.name.encode())
+    state = model.net.state_dict()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        digest.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def onnx_cache_dir() -> Path:
+    """``$STREAMCLF_CACHE/onnx`` when that variable is set, else ``~/.cache/streamclf/onnx``."""
+    root = os.environ.get("STREAMCLF_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "streamclf"
+    return base / "onnx"
+
+
+def cached_onnx(model: LoadedModel, cache_dir: Path | None = None) -> Path:
+    """The ONNX file for ``model``, exported on the first call only.
+
+    The file is ``<cache_dir>/<name>-<fingerprint>.onnx`` (``cache_dir`` defaults to
+    :func:`onnx_cache_dir`), exported with the defaults of :func:`export_onnx` (opset
+    17, dynamic batch). A file already there is returned without re-exporting; the
+    export writes a temporary file and renames it, so a crash or a concurrent
+    process never leaves a partial file under the final name.
+
+    Thread-safe: exports are serialised within the process.
+
+    Raises:
+        ModelError: the model cannot be exported (see :func:`export_onnx`).
+    """
+    directory = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    target = directory / f"{model.spec.name}-{model_fingerprint(model)}.onnx"
+    with _CACHE_LOCK:
+        if target.is_file():
+            log.debug("using cached ONNX export %s", target)
+            return target
+        return export_onnx(model, target)
+
+
+class TensorInfo(NamedTuple):
+    """One graph input or output: ``shape`` holds ints and symbolic names (``"batch"``)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+def describe_onnx(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """``(inputs, outputs)`` of an ONNX file, read without loading its weights."""
+    onnx = require("onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initialisers = {init.name for init in graph.initializer}
+
+    def info(value: object) -> TensorInfo:
+        tensor = value.type.tensor_type  # type: ignore[attr-defined]
+        dims = tuple(d.dim_param or d.dim_value for d in tensor.shape.dim)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+        return TensorInfo(value.name, dtype, dims)  # type: ignore[attr-defined]
+
+    inputs = [info(v) for v in graph.input if v.name not in initialisers]
+    return inputs, [info(v) for v in graph.output]

@@ -1,0 +1,184 @@
+"""Choosing and building a backend: ``torch``, ``onnxruntime``, ``openvino`` or ``auto``.
+
+``auto`` measures every backend available for the model on this machine once (a few
+batch-1 inferences each), picks the fastest and caches the verdict in
+``$STREAMCLF_CACHE/backend_choice.json`` (default ``~/.cache/streamclf``), keyed by model,
+device, CPU, thread count, precision and library versions, so later runs start at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamclf.backends.base import InferenceBackend
+from streamclf.errors import ConfigError, ModelError, StreamclfError
+from streamclf.models.loader import LoadedModel
+
+__all__ = ["BACKENDS", "PRECISIONS", "BackendChoice", "cache_root", "create_backend"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend built, and a one-line reason to print at start-up."""
+
+    backend: InferenceBackend
+    reason: str
+
+
+def cache_root() -> Path:
+    """``$STREAMCLF_CACHE`` or ``~/.cache/streamclf``."""
+    return Path(os.environ.get("STREAMCLF_CACHE", Path.home() / ".cache" / "streamclf"))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _build(name: str, model: LoadedModel, precision: str, threads: int | None) -> InferenceBackend:
+    if name == "torch":
+        from streamclf.backends.torch_backend import TorchBackend
+
+        if precision == "int8":
+            raise ConfigError("precision int8 needs --backend openvino (or auto)")
+        return TorchBackend(model, precision=precision)
+    if precision != "fp32" and not (name == "openvino" and precision == "int8"):
+        raise ConfigError(f"backend {name} supports precision fp32"
+                          + (" and int8" if name == "openvino" else "") + f", not {precision}")
+    if name == "onnxruntime":
+        from streamclf.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend(model, threads=threads)
+    if name == "openvino":
+        if model.device != "cpu":
+            raise ConfigError("the openvino backend runs on the CPU; use --device cpu")
+        from streamclf.backends.openvino_backend import OpenVINOBackend
+
+        return OpenVINOBackend(model, threads=threads, precision=precision)
+    raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _time_backend(backend: InferenceBackend, clip: np.ndarray, repeats: int = 3) -> float:
+    backend.infer([clip])  # warm-up (first call compiles / allocates)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        backend.infer([clip])
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000.0
+
+
+def _candidates(model: LoadedModel, precision: str) -> list[str]:
+    if precision == "int8":
+        return ["openvino"]
+    if model.device.startswith("cuda"):
+        return ["torch", "onnxruntime"] if precision == "fp32" else ["torch"]
+    return ["torch", "onnxruntime", "openvino"] if precision == "fp32" else ["torch"]
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for pkg in ("torch", "onnxruntime", "openvino"):
+        try:
+            parts.append(f"{pkg}={version(pkg)}")
+        except PackageNotFoundError:
+            parts.append(f"{pkg}=none")
+    return ",".join(parts)
+
+
+def create_backend(
+    model: LoadedModel,
+    name: str = "auto",
+    precision: str = "fp32",
+    threads: int | None = None,
+    cache_file: Path | None = None,
+    timer: Callable[[InferenceBackend, np.ndarray], float] = _time_backend,
+) -> BackendChoice:
+    """Build the named backend, or for ``auto`` the fastest one measured here.
+
+    Raises:
+        ConfigError: unknown name/precision, or a combination a backend cannot do.
+        StreamclfError: the backend's package is missing (with an install hint).
+    """
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if name != "auto":
+        return BackendChoice(_build(name, model, precision, threads), f"{name} (as requested)")
+
+    cache_file = cache_file or cache_root() / "backend_choice.json"
+    key = "|".join([model.spec.name, model.device, _cpu_name(), str(threads or "default"),
+                    precision, _versions()])
+    cached = _read_cache(cache_file)
+    if key in cached:
+        entry = cached[key]
+        backend = _build(entry["backend"], model, precision, threads)
+        return BackendChoice(backend, f"{entry['backend']}: fastest here when measured "
+                             f"({_fmt(entry['ms'])}; cached in {cache_file})")
+
+    spec = model.spec
+    clip = np.zeros((spec.num_frames, spec.crop_size, spec.crop_size, 3), dtype=np.uint8)
+    timings: dict[str, float] = {}
+    built: dict[str, InferenceBackend] = {}
+    for cand in _candidates(model, precision):
+        try:
+            backend = _build(cand, model, precision, threads)
+            timings[cand] = timer(backend, clip)
+            built[cand] = backend
+        except StreamclfError as exc:
+            log.info("backend %s unavailable for %s: %s", cand, spec.name, exc)
+        except Exception as exc:  # a backend that cannot run this model is skipped
+            log.info("backend %s failed on %s: %s: %s", cand, spec.name, type(exc).__name__, exc)
+    if not timings:
+        raise ModelError(f"no backend can run {spec.name} here")
+    best = min(timings, key=timings.__getitem__)
+    cached[key] = {"backend": best, "ms": {k: round(v, 1) for k, v in timings.items()},
+                   "measured": time.strftime("%Y-%m-%d")}
+    _write_cache(cache_file, cached)
+    return BackendChoice(built[best], f"{best}: fastest of {_fmt(timings)} measured now "
+                         f"(batch 1; cached in {cache_file})")
+
+
+def _fmt(ms: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(ms.items(), key=lambda kv: kv[1]))
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_cache(path: Path, data: dict[str, dict]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home must not stop the run
+        log.warning("cannot write the backend cache %s: %s", path, exc)
