@@ -102,11 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     run.add_argument("--quiet", action="store_true", default=None, help="no status line")
 
+    bench = sub.add_parser("bench", help="benchmark models, the pipeline and a baseline")
+    bench.add_argument("--models", nargs="+", default=["x3d_xs"])
+    bench.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"])
+    bench.add_argument("--clip", default=None, help="video (default: the bundled clip)")
+    bench.add_argument("--seconds", type=float, default=20.0, help="live run length")
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--parts", nargs="+", default=["model", "fast", "live", "live720"],
+                       choices=["model", "fast", "live", "live720"])
+    bench.add_argument("--json", default=None, help="write the results here")
+
     demo = sub.add_parser("demo", help="stream the bundled demo clip through the pipeline")
     _add_model_options(demo)
     demo.add_argument("--source", default=None, help="video file (default: bundled clip)")
     demo.add_argument("--output", default="demo-overlay.mp4", help="overlay video path")
     demo.add_argument("--events", default="demo-events.jsonl", help="event log path")
+
+    export = sub.add_parser("export", help="export a model to ONNX (verified against torch)")
+    export.add_argument("--model", required=True, help="zoo model name (see `streamclf models`)")
+    export.add_argument("--weights", required=True,
+                        help="kinetics400 (download once), a checkpoint PATH, or random")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="only onnx for now")
+    export.add_argument("-o", "--output", required=True, help="file to write, e.g. model.onnx")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--classmap", default=None, help="JSON/text file replacing the label list")
     return parser
 
 
@@ -247,8 +266,53 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_pipeline(load_config(args.config, overrides))
 
 
-_COMMANDS = {"models": _cmd_models, "classify": _cmd_classify, "run": _cmd_run,
-             "demo": _cmd_demo}
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export on CPU, verify in onnxruntime, print the path and the graph's signature."""
+    from streamclf.backends.export import describe_onnx, export_onnx
+    from streamclf.models import load_model
+
+    model = load_model(args.model, args.weights, classmap=args.classmap, device="cpu")
+    path = export_onnx(model, Path(args.output), opset=args.opset)
+    inputs, outputs = describe_onnx(path)
+    size_mb = path.stat().st_size / 1e6
+    print(f"{path} ({model.spec.name}, {args.format}, opset {args.opset}, {size_mb:.1f} MB)")
+    for kind, infos in (("input", inputs), ("output", outputs)):
+        for t in infos:
+            print(f"  {kind:<7}{t.name:<10}{t.dtype:<9}[{', '.join(map(str, t.shape))}]")
+    print("  scores are class probabilities (softmax already applied), not logits", flush=True)
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from streamclf.bench import markdown_table, run_suite
+
+    clip = Path(args.clip) if args.clip else default_demo_clip()
+    if not clip.is_file():
+        raise DataError(f"{clip}: file not found")
+    with tempfile.TemporaryDirectory(prefix="streamclf-bench-") as work:
+        result = run_suite(args.models, args.backends, clip, Path(work),
+                           live_seconds=args.seconds, threads=args.threads, parts=args.parts)
+    rows = result["rows"]
+    print(json.dumps(result["machine"]))
+    for kinds, cols in (
+        (("model",), ["model", "backend", "batch", "ms_per_clip", "clips_per_s"]),
+        (("fast", "sequential"), ["model", "kind", "backend", "windows", "clips_per_s"]),
+        (("live",), ["model", "backend", "clip", "input_fps", "clips_per_s",
+                     "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "drops",
+                     "cpu_percent", "rss_mb_max"]),
+    ):
+        selected = [r for r in rows if r["kind"] in kinds]
+        if selected:
+            print(markdown_table(selected, cols))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return EXIT_OK
+
+
+_COMMANDS = {"bench": _cmd_bench, "models": _cmd_models, "classify": _cmd_classify,
+             "run": _cmd_run, "demo": _cmd_demo, "export": _cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,19 +24,21 @@ Torch and onnxruntime are imported on first use only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from streamclf._lazy import require
-from streamclf.errors import ModelError
+from streamclf.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -64,8 +66,11 @@ BATCH_AXIS = "batch"
 #: Acceptance of the post-export check on a random input (onnxruntime vs torch).
 VERIFY_COSINE_MIN = 0.999
 VERIFY_SCORES_ATOL = 1e-3
+#: Opsets torch's TorchScript exporter accepts (``torch.onnx._constants``, torch 2.14).
+MIN_OPSET, MAX_OPSET = 7, 20
 
 _CACHE_LOCK = threading.Lock()
+_EXPORT_LOCK = threading.Lock()
 
 
 def input_names(spec: ModelSpec) -> tuple[str, ...]:
@@ -89,6 +94,37 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     denom = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b))
+
+
+@contextlib.contextmanager
+def _quiet_exporter(torch: Any) -> Iterator[None]:
+    """Keep the TorchScript exporter's C++ log off stdout.
+
+    torch >= 2.7 switches that log on for every export (``setup_onnx_logging`` tests the
+    function ``_jit_is_onnx_log_enabled`` instead of calling it) and never off again, so
+    a failed export prints the whole traced graph to stdout. Its messages go to this
+    module's debug log instead, and the log's previous state is restored. Exports are
+    serialised because the switch is process-wide.
+    """
+    c = torch._C
+    log_fn = getattr(c, "_jit_onnx_log", None)
+    is_enabled = getattr(c, "_jit_is_onnx_log_enabled", None)
+    set_enabled = getattr(c, "_jit_set_onnx_log_enabled", None)
+
+    def to_debug_log(*parts: object) -> None:
+        log.debug("torch.onnx: %s", " ".join(str(p) for p in parts)[:2000])
+
+    with _EXPORT_LOCK:
+        was_enabled = bool(is_enabled()) if is_enabled is not None else None
+        if log_fn is not None:
+            c._jit_onnx_log = to_debug_log
+        try:
+            yield
+        finally:
+            if log_fn is not None:
+                c._jit_onnx_log = log_fn
+            if set_enabled is not None and was_enabled is not None:
+                set_enabled(was_enabled)
 
 
 def _random_inputs(spec: ModelSpec, batch: int, device: str, seed: int) -> list[torch.Tensor]:
@@ -153,10 +189,14 @@ def export_onnx(
         ``path``.
 
     Raises:
+        ConfigError: ``opset`` outside what the exporter supports (7 to 20).
         ModelError: ``ONNX export is not supported for <model>: <reason>`` when the
             network cannot be traced or expressed in ONNX at ``opset``, onnxruntime
             cannot run the graph, or its outputs differ from torch's.
     """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"ONNX opset {opset} is not supported; use {MIN_OPSET} to "
+                          f"{MAX_OPSET} (default 17)")
     torch = require("torch")
     spec = model.spec
     path = Path(path)
@@ -169,7 +209,8 @@ def export_onnx(
     tmp = Path(tmp_name)
     try:
         try:
-            with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            with (warnings.catch_warnings(), _quiet_exporter(torch),
+                  torch.inference_mode(False), torch.no_grad()):
                 # Tracer warnings (Python control flow on shapes) are expected: the input
                 # shape is fixed per model, and the result is verified below.
                 warnings.simplefilter("ignore")

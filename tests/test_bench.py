@@ -1,0 +1,42 @@
+"""The benchmark functions measure what they claim (checked with scripted delays)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamclf.backends import FakeBackend
+from streamclf.bench import bench_fast, bench_live, bench_model, bench_sequential, markdown_table
+from streamclf.models import load_model
+
+
+@pytest.fixture(scope="module")
+def x3d():  # type: ignore[no-untyped-def]
+    return load_model("x3d_xs", "random", device="cpu")
+
+
+def test_bench_model_times_the_backend(x3d) -> None:  # type: ignore[no-untyped-def]
+    row = bench_model(FakeBackend(labels=x3d.spec.labels, delay_s=0.05), x3d, batch=2,
+                      repeats=3, warmup=1)
+    assert row["ms_per_batch"] == pytest.approx(50, abs=15)
+    assert row["ms_per_clip"] == pytest.approx(25, abs=8)
+    assert row["clips_per_s"] == pytest.approx(40, rel=0.3)
+
+
+def test_bench_fast_and_sequential_count_the_same_windows(x3d, tai_chi_clip: Path) -> None:  # type: ignore[no-untyped-def]
+    fast = bench_fast(x3d, FakeBackend(labels=x3d.spec.labels), tai_chi_clip, stride=0.8)
+    seq = bench_sequential(x3d, tai_chi_clip, stride=0.8)
+    assert fast["windows"] == seq["windows"] == 11
+    assert fast["clips_per_s"] > 0 and seq["clips_per_s"] > 0
+    assert "|" in markdown_table([fast, seq], ["kind", "windows"])
+
+
+@pytest.mark.slow
+def test_bench_live_reports_latency_of_a_slow_model(x3d, tai_chi_clip: Path) -> None:  # type: ignore[no-untyped-def]
+    row = bench_live(x3d, FakeBackend(labels=x3d.spec.labels, delay_s=0.2), tai_chi_clip,
+                     seconds=3.0, stride=0.05, warmup_s=2.0)
+    assert row["input_fps"] == pytest.approx(29.97, abs=2.0)
+    assert row["clips_per_s"] == pytest.approx(5.0, abs=1.0)  # flat out at 0.2 s per clip
+    assert 200 <= row["latency_ms_p50"] <= 200 + 150
+    assert row["inference_ms_median"] == pytest.approx(200, abs=30)
