@@ -261,6 +261,46 @@ def test_unsupported_export_is_a_clear_model_error(
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone
 
 
+class TinyNet(torch.nn.Module):
+    """A stand-in zoo network: any number of pathways -> (probabilities, embedding)."""
+
+    def __init__(self, pathways: int, classes: int = 5, dim: int = 6) -> None:
+        super().__init__()
+        self.convs = torch.nn.ModuleList(
+            torch.nn.Conv3d(3, dim, 3, padding=1) for _ in range(pathways)
+        )
+        self.head = torch.nn.Linear(dim, classes)
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = sum(conv(x).mean(dim=(2, 3, 4)) for conv, x in zip(self.convs, xs, strict=True))
+        assert isinstance(feats, torch.Tensor)
+        return torch.softmax(self.head(feats), dim=1), feats
+
+
+@pytest.mark.parametrize("dynamic_batch", [True, False])
+@pytest.mark.parametrize("alpha", [None, 4])
+def test_graph_names_and_batch_axis(tmp_path: Path, alpha: int | None, dynamic_batch: bool) -> None:
+    spec = dataclasses.replace(get_spec("x3d_xs"), crop_size=8, num_frames=8,
+                               slowfast_alpha=alpha, labels=tuple("abcde"))
+    model = LoadedModel(spec=spec, net=TinyNet(2 if alpha else 1).eval(), device="cpu",
+                        weights="tiny")
+    path = export_onnx(model, tmp_path / "tiny.onnx", dynamic_batch=dynamic_batch)
+    inputs, outputs = describe_onnx(path)
+    batch = "batch" if dynamic_batch else 1
+    if alpha:
+        assert inputs == [("slow", "float32", (batch, 3, 2, 8, 8)),
+                          ("fast", "float32", (batch, 3, 8, 8, 8))]
+    else:
+        assert inputs == [("video", "float32", (batch, 3, 8, 8, 8))]
+    assert outputs == [("scores", "float32", (batch, 5)), ("features", "float32", (batch, 6))]
+    if dynamic_batch:
+        clips = [np.full((8, 8, 8, 3), v, np.uint8) for v in (0, 90, 255)]
+        ort_probs, ort_feats = OnnxBackend(model, onnx_path=path).infer(clips)
+        ref_probs, ref_feats = TorchBackend(model).infer(clips)
+        np.testing.assert_allclose(ort_probs, ref_probs, atol=1e-6)
+        np.testing.assert_allclose(ort_feats, ref_feats, rtol=1e-5, atol=1e-6)
+
+
 def test_failed_trace_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """torch dumps the traced graph to stdout when an operator has no ONNX form; the
     export must stay quiet (the CLI prints one line)."""
@@ -279,18 +319,19 @@ def test_failed_trace_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixtur
 
 
 def test_export_mismatch_is_a_model_error(
-    x3d_random: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    x3d_random: LoadedModel, x3d_onnx: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A graph whose onnxruntime output differs from torch is rejected, not written
-    (simulated by a cosine bar no graph can reach)."""
+    """The check export_onnx runs before renaming the file into place rejects a graph
+    whose onnxruntime output differs from torch (simulated by an unreachable bar)."""
+    export_mod._verify(x3d_random, x3d_onnx, batch=2)
     monkeypatch.setattr(export_mod, "VERIFY_COSINE_MIN", 1.5)
-    with pytest.raises(ModelError, match="onnxruntime output differs from torch"):
-        export_onnx(x3d_random, tmp_path / "m.onnx")
-    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ModelError, match=r"^ONNX export is not supported for x3d_xs: "
+                                         r"onnxruntime output differs from torch"):
+        export_mod._verify(x3d_random, x3d_onnx, batch=1)
 
 
 def test_cached_onnx_exports_once(
-    x3d_random: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    x3d_random: LoadedModel, x3d_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("STREAMCLF_CACHE", str(tmp_path / "cache"))
     assert onnx_cache_dir() == tmp_path / "cache" / "onnx"
@@ -309,8 +350,11 @@ def test_cached_onnx_exports_once(
     assert second == first and len(calls) == 1
     assert first.stat().st_mtime_ns == mtime
     assert [p.name for p in first.parent.iterdir()] == [first.name]
-    other = cached_onnx(x3d_random, cache_dir=tmp_path / "elsewhere")
-    assert other.parent == tmp_path / "elsewhere" and len(calls) == 2
+    elsewhere = tmp_path / "elsewhere" / first.name
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(x3d_onnx.read_bytes())
+    assert cached_onnx(x3d_random, cache_dir=elsewhere.parent) == elsewhere
+    assert len(calls) == 1
 
 
 def test_fingerprint_follows_the_weights(x3d_random: LoadedModel) -> None:

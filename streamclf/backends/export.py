@@ -289,11 +289,11 @@ def describe_onnx(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     graph = onnx.load(str(path), load_external_data=False).graph
     initialisers = {init.name for init in graph.initializer}
 
-    def info(value: object) -> TensorInfo:
-        tensor = value.type.tensor_type  # type: ignore[attr-defined]
+    def info(value: Any) -> TensorInfo:  # an onnx.ValueInfoProto
+        tensor = value.type.tensor_type
         dims = tuple(d.dim_param or d.dim_value for d in tensor.shape.dim)
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-        return TensorInfo(value.name, dtype, dims)  # type: ignore[attr-defined]
+        return TensorInfo(value.name, dtype, dims)
 
     inputs = [info(v) for v in graph.input if v.name not in initialisers]
     return inputs, [info(v) for v in graph.output]
