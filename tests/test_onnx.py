@@ -121,7 +121,7 @@ def test_onnx_matches_torch_on_real_frames(name: str, tai_chi_clip: Path, tmp_pa
     check_parity(checkpointed_model(name, tai_chi_clip, tmp_path), tai_chi_clip, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_mvit_exports_with_parity(tai_chi_clip: Path, tmp_path: Path) -> None:
     model = checkpointed_model("mvit_base_16x4", tai_chi_clip, tmp_path)
     check_parity(model, tai_chi_clip, tmp_path)
@@ -144,7 +144,7 @@ def spread_head(model: LoadedModel, clips: Sequence[np.ndarray], seed: int = 0) 
         head.bias.copy_(-(weight @ mu))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_timesformer_exports_with_parity(tai_chi_clip: Path, tmp_path: Path) -> None:
     name = "timesformer_k400_8x224"
     model = load_model(name, "random", device="cpu")

@@ -98,3 +98,18 @@ def test_clip_transform_skip_temporal_and_prepared_frames() -> None:
     np.testing.assert_allclose(clip[0, :, 0, 0], (np.arange(6) / 255 - 0.45) / 0.225, rtol=1e-5)
     with pytest.raises(ValueError):
         ClipTransform(spec)([])
+
+
+def test_batch_pathways_fast_path_equals_the_clip_transform() -> None:
+    from streamclf.backends.base import batch_pathways
+
+    rng = np.random.default_rng(1)
+    for name in ("x3d_xs", "slowfast_r50"):
+        spec = get_spec(name)
+        clips = [rng.integers(0, 256, (spec.num_frames, spec.crop_size, spec.crop_size, 3),
+                              dtype=np.uint8) for _ in range(2)]
+        fast = batch_pathways(clips, ClipTransform(spec, temporal_subsample=False))
+        ref = [ClipTransform(spec, temporal_subsample=False)(c) for c in clips]
+        assert len(fast) == len(ref[0])
+        for p, arr in enumerate(fast):
+            np.testing.assert_allclose(arr, np.stack([r[p] for r in ref]), rtol=0, atol=1e-6)

@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from streamclf.preprocess import ClipTransform
+from streamclf.preprocess import ClipTransform, normalize_clip, uniform_indices
 
 __all__ = ["FakeBackend", "InferenceBackend", "batch_pathways"]
 
@@ -20,8 +20,21 @@ def batch_pathways(clips: Sequence[np.ndarray], transform: ClipTransform) -> lis
     Returns one ``(B, 3, T_i, crop, crop)`` float32 array per network input (slow first
     for SlowFast). Shared by every backend so they all see identical inputs.
     """
-    inputs = [transform(c) for c in clips]
-    return [np.stack([x[p] for x in inputs]) for p in range(len(inputs[0]))]
+    spec = transform.spec
+    t = len(clips[0])
+    ready = (not transform.temporal_subsample and all(
+        c.shape == (t, spec.crop_size, spec.crop_size, 3) for c in clips))
+    if not ready:
+        inputs = [transform(c) for c in clips]
+        return [np.stack([x[p] for x in inputs]) for p in range(len(inputs[0]))]
+    # Fast path (clips straight from the ring): normalise each clip directly into its slot
+    # of the batch array: one uint8 -> float32 pass, no intermediate copies.
+    fast = np.empty((len(clips), 3, t, spec.crop_size, spec.crop_size), dtype=np.float32)
+    for b, clip in enumerate(clips):
+        normalize_clip(clip, spec.mean, spec.std, out=fast[b])
+    if not spec.slowfast_alpha:
+        return [fast]
+    return [np.ascontiguousarray(fast[:, :, uniform_indices(t, t // spec.slowfast_alpha)]), fast]
 
 
 @runtime_checkable
