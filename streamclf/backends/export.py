@@ -25,7 +25,6 @@ Torch and onnxruntime are imported on first use only.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import tempfile
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from streamclf._lazy import require
+from streamclf.backends.cache import cache_root, model_fingerprint
 from streamclf.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -229,27 +229,9 @@ def export_onnx(
     return path
 
 
-def model_fingerprint(model: LoadedModel) -> str:
-    """16 hex characters of sha256 over the spec name and every state-dict tensor.
-
-    Each tensor contributes its key, dtype, shape and raw bytes (keys sorted), so two
-    models share a fingerprint only when their exported graphs would be identical.
-    """
-    torch = require("torch")
-    digest = hashlib.sha256(model.spec.name.encode())
-    state = model.net.state_dict()
-    for key in sorted(state):
-        t = state[key].detach().cpu().contiguous()
-        digest.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def onnx_cache_dir() -> Path:
     """``$STREAMCLF_CACHE/onnx`` when that variable is set, else ``~/.cache/streamclf/onnx``."""
-    root = os.environ.get("STREAMCLF_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "streamclf"
-    return base / "onnx"
+    return cache_root() / "onnx"
 
 
 def cached_onnx(model: LoadedModel, cache_dir: Path | None = None) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from streamclf.backends.base import InferenceBackend
+from streamclf.backends.cache import cache_root
 from streamclf.errors import ConfigError, ModelError, StreamclfError
 from streamclf.models.loader import LoadedModel
 
@@ -40,11 +41,6 @@ class BackendChoice:
     reason: str
 
 
-def cache_root() -> Path:
-    """``$STREAMCLF_CACHE`` or ``~/.cache/streamclf``."""
-    return Path(os.environ.get("STREAMCLF_CACHE", Path.home() / ".cache" / "streamclf"))
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -62,9 +58,9 @@ def _build(name: str, model: LoadedModel, precision: str, threads: int | None) -
         if precision == "int8":
             raise ConfigError("precision int8 needs --backend openvino (or auto)")
         return TorchBackend(model, precision=precision)
-    if precision != "fp32" and not (name == "openvino" and precision == "int8"):
-        raise ConfigError(f"backend {name} supports precision fp32"
-                          + (" and int8" if name == "openvino" else "") + f", not {precision}")
+    if precision != "fp32" and not (name == "openvino" and precision in ("bf16", "int8")):
+        extra = ", bf16 and int8" if name == "openvino" else ""
+        raise ConfigError(f"backend {name} supports precision fp32{extra}, not {precision}")
     if name == "onnxruntime":
         from streamclf.backends.onnx_backend import OnnxBackend
 
@@ -93,6 +89,8 @@ def _candidates(model: LoadedModel, precision: str) -> list[str]:
         return ["openvino"]
     if model.device.startswith("cuda"):
         return ["torch", "onnxruntime"] if precision == "fp32" else ["torch"]
+    if precision == "bf16":
+        return ["torch", "openvino"]
     return ["torch", "onnxruntime", "openvino"] if precision == "fp32" else ["torch"]
 
 
