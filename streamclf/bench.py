@@ -245,10 +245,11 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 def run_suite(
     models: Sequence[str], backends: Sequence[str], clip: Path, work: Path,
-    live_seconds: float = 20.0, threads: int | None = None, batches: Sequence[int] = (1, 2, 4),
+    live_seconds: float = 20.0, threads: int | None = None, batches: Sequence[int] = (1, 4),
     parts: Sequence[str] = ("model", "fast", "live", "live720"),
 ) -> dict[str, Any]:
-    """The whole benchmark: per model and backend, model-only (batch 1 and best batch),
+    """The whole benchmark: per model and backend (``name`` or ``name:precision``, e.g.
+    ``openvino:int8``), model-only (batch 1 and best batch),
     pipeline ``fast`` vs the sequential baseline on the same clip and stride, and the live
     pipeline on the clip replayed at 30 fps, native and upscaled to 720p."""
     from streamclf.backends.factory import create_backend
@@ -264,10 +265,14 @@ def run_suite(
         stride = 0.1
         if "fast" in parts:
             rows.append(bench_sequential(model, clip30, stride))
-        for backend_name in backends:
-            backend = create_backend(model, backend_name, threads=threads).backend
+        for backend_spec in backends:
+            backend_name, _, precision = backend_spec.partition(":")
+            backend = create_backend(model, backend_name, precision or "fp32",
+                                     threads=threads).backend
             if "model" in parts:
-                rows.extend(bench_model(backend, model, batch=b) for b in batches)
+                repeats = 10 if model.spec.name.startswith("x3d") else 5
+                rows.extend(bench_model(backend, model, batch=b, repeats=repeats)
+                            for b in batches)
             if "fast" in parts:
                 rows.append(bench_fast(model, backend, clip30, stride))
             if "live" in parts:

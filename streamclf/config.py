@@ -36,6 +36,7 @@ class RunConfig:
     device: str = "auto"
     backend: str = "auto"  # auto = the fastest measured here (cached)
     precision: str = "fp32"
+    torch_compile: bool = False  # torch backend only: wrap the network in torch.compile
     classmap: str | None = None
     stride: float | None = None  # seconds; None = half the model's clip duration
     topk: int = 5
@@ -53,7 +54,7 @@ class RunConfig:
     events_max_bytes: int | None = None
     duration: float | None = None  # seconds; None = until the source ends or a signal
     quiet: bool = False
-    threads: int | None = None  # torch intra-op threads; None = leave torch's default
+    threads: int | None = None  # inference threads; None = all cores but one
 
 
 _RANGES: dict[str, tuple[float, float | None]] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -38,6 +39,14 @@ from streamclf.types import BufferPolicy, Frame, Prediction, Window
 __all__ = ["PipelineResult", "StreamPipeline"]
 
 log = logging.getLogger(__name__)
+
+
+def default_inference_threads() -> int:
+    """Inference threads when the config names none: every core but one, which is left to
+    capture, decoding and resizing. Measured on 2 cores (x3d_xs, 30 fps): 1 inference
+    thread gives torch 11.6 clips/s in the pipeline against 6.8 with 2 (OpenMP threads
+    fighting the capture thread), and OpenVINO 27.8 live clips/s against 21.4."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 @dataclass(frozen=True)
@@ -119,10 +128,10 @@ class StreamPipeline:
         from streamclf.overlay import VideoFileSink, WindowSink
         from streamclf.sources import open_source, parse_spec
 
-        if config.threads:
-            import torch
+        threads = config.threads or default_inference_threads()
+        import torch
 
-            torch.set_num_threads(config.threads)
+        torch.set_num_threads(threads)
         model = load_model(config.model, config.weights, config.classmap, config.device)
         kind, _ = parse_spec(config.source)
         options: dict[str, Any] = (
@@ -152,7 +161,8 @@ class StreamPipeline:
         renderer = OverlayRenderer(sinks, on_error=lambda m: log.error("overlay: %s", m)) \
             if sinks else None
         out = None if config.quiet else (status_out or sys.stderr)
-        choice = create_backend(model, config.backend, config.precision, config.threads)
+        choice = create_backend(model, config.backend, config.precision, threads,
+                                torch_compile=config.torch_compile)
         pipeline = cls(config, model.spec, choice.backend, factory, events, renderer, out,
                        source_fps_hint=info.fps)
         pipeline.backend_reason = choice.reason

@@ -62,7 +62,8 @@ class WindowScheduler:
         return math.floor((newest_ts - self._anchor) / self.stride + 1e-9) >= self._next_index
 
     def poll(self, oldest_ts: float, newest_ts: float) -> float | None:
-        """Given the span of frames held, return the end time of the window to cut now.
+        """Given the span of frames held, return the end time of the window to cut now:
+        the newest frame's time (LATEST) or the grid's due time (LOSSLESS).
 
         Returns None when no window is due yet.
         """
@@ -81,6 +82,11 @@ class WindowScheduler:
             self.skipped += due_index - self._next_index
         self._next_index = chosen + 1
         self.emitted += 1
+        if self.policy is BufferPolicy.LATEST:
+            # Live: the window ends on the newest frame, so the label is as fresh as it can
+            # be (the grid only sets the cadence); cutting at the grid time would leave out
+            # up to one frame interval of the newest video.
+            return newest_ts
         return self._anchor + chosen * self.stride
 
     def next_window_start(self) -> float | None:

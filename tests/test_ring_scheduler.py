@@ -97,7 +97,8 @@ def test_scheduler_latest_skips_and_counts() -> None:
     assert sched.poll(0.0, 0.5) is None  # not a full window yet
     assert sched.poll(0.0, 1.0) == pytest.approx(1.0)
     assert sched.poll(0.0, 1.2) is None
-    assert sched.poll(0.5, 3.1) == pytest.approx(3.0)  # 1.5, 2.0, 2.5 skipped
+    # 1.5, 2.0, 2.5 skipped; the window ends on the newest frame (freshest label)
+    assert sched.poll(0.5, 3.1) == pytest.approx(3.1)
     assert sched.skipped == 3 and sched.emitted == 2
 
 

@@ -113,6 +113,7 @@ def create_backend(
     threads: int | None = None,
     cache_file: Path | None = None,
     timer: Callable[[InferenceBackend, np.ndarray], float] = _time_backend,
+    torch_compile: bool = False,
 ) -> BackendChoice:
     """Build the named backend, or for ``auto`` the fastest one measured here.
 
@@ -124,6 +125,13 @@ def create_backend(
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if torch_compile:
+        if name != "torch":
+            raise ConfigError("torch_compile needs --backend torch")
+        from streamclf.backends.torch_backend import TorchBackend
+
+        return BackendChoice(TorchBackend(model, precision=precision, compile=True),
+                             "torch with torch.compile (as requested; the first clips compile)")
     if name != "auto":
         return BackendChoice(_build(name, model, precision, threads), f"{name} (as requested)")
 

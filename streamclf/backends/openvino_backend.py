@@ -262,7 +262,7 @@ class OpenVINOBackend:
         self.model = model
         self.labels = model.spec.labels
         self.precision = precision
-        self.name = "openvino-int8" if precision == "int8" else "openvino"
+        self.name = "openvino" if precision == "fp32" else f"openvino-{precision}"
         self._transform = ClipTransform(model.spec, temporal_subsample=False)
         self._lock = threading.Lock()
         directory = Path(cache_dir) if cache_dir is not None else ir_cache_dir()
