@@ -112,7 +112,7 @@ def _pipeline(model: LoadedModel, backend: InferenceBackend, clip: Path, pace: s
 
 
 def bench_live(model: LoadedModel, backend: InferenceBackend, clip: Path, seconds: float = 30.0,
-               stride: float = 0.05, warmup_s: float = 3.0) -> dict[str, Any]:
+               stride: float = 1 / 30, warmup_s: float = 3.0) -> dict[str, Any]:
     """The pipeline on ``clip`` replayed as a live camera for ``seconds`` (after warm-up)."""
     pipe, fps = _pipeline(model, backend, clip, "realtime", stride, loop=True)
     rec = _Recorder(pipe)
