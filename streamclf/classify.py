@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamclf.backends.torch_backend import TorchBackend
+from streamclf.backends.factory import create_backend
 from streamclf.models.labels import ClassMap
 from streamclf.models.loader import LoadedModel, load_model
 from streamclf.preprocess import ClipTransform
@@ -50,6 +50,8 @@ class ActionClassifier:
         classmap: replaces the label list (dict name->index, list, or file).
         topk: how many labels to return.
         device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        backend: ``torch`` (default), ``onnxruntime``, ``openvino`` or ``auto`` (fastest
+            measured here); ``precision``: ``fp32`` or what the backend offers.
 
     Not thread-safe: share one instance between threads only behind a lock.
     """
@@ -62,6 +64,8 @@ class ActionClassifier:
         classmap: ClassMap | None = None,
         topk: int = 5,
         device: str = "auto",
+        backend: str = "torch",
+        precision: str = "fp32",
     ) -> None:
         if topk < 1:
             raise ValueError("topk must be >= 1")
@@ -69,7 +73,7 @@ class ActionClassifier:
         self.spec = self.model.spec
         self.topk = min(topk, self.spec.num_classes)
         self.transform = ClipTransform(self.spec, temporal_subsample=not skip_preprocess)
-        self.backend = TorchBackend(self.model)
+        self.backend = create_backend(self.model, backend, precision).backend
 
     @property
     def labels(self) -> tuple[str, ...]:

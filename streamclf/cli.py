@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("--num-samples", type=int, default=None)
     classify.add_argument("--time-step", type=float, default=None, help="seconds")
+    classify.add_argument("--backend", default="torch",
+                          choices=["auto", "torch", "onnxruntime", "openvino"])
+    classify.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
     classify.add_argument("--features", action="store_true", help="include the embedding")
 
@@ -169,7 +172,8 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     if args.clips < 1:
         raise StreamclfError(f"--clips must be >= 1, got {args.clips}")
     clf = ActionClassifier(
-        args.model, args.weights, classmap=args.classmap, topk=args.topk, device=args.device
+        args.model, args.weights, classmap=args.classmap, topk=args.topk, device=args.device,
+        backend=args.backend, precision=args.precision,
     )
     status = EXIT_OK
     for path in args.paths:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, manifest_rows
@@ -129,3 +130,15 @@ def test_run_stream_entry_point(tmp_path: Path) -> None:
     log = [json.loads(line) for line in events.read_text().splitlines()]
     assert log[-1]["type"] == "stopped" and log[-1]["frames"] >= 100
     assert any(e["type"] == "prediction" for e in log)
+
+
+def test_classify_with_openvino_backend_matches_torch(tai_chi_clip: Path) -> None:
+    pytest.importorskip("openvino", reason="openvino not installed (streamclf[openvino])")
+    torch_out = run_cli("classify", str(tai_chi_clip), "--weights", "random", "--json",
+                        "--features")
+    ov_out = run_cli("classify", str(tai_chi_clip), "--weights", "random", "--json",
+                     "--features", "--backend", "openvino")
+    assert torch_out.returncode == ov_out.returncode == 0, ov_out.stderr
+    a, b = json.loads(torch_out.stdout), json.loads(ov_out.stdout)
+    fa, fb = np.asarray(a["features"]), np.asarray(b["features"])
+    assert fa @ fb / (np.linalg.norm(fa) * np.linalg.norm(fb)) > 0.999
