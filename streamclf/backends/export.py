@@ -198,6 +198,7 @@ def export_onnx(
         raise ConfigError(f"ONNX opset {opset} is not supported; use {MIN_OPSET} to "
                           f"{MAX_OPSET} (default 17)")
     torch = require("torch")
+    require("onnx")  # torch's exporter needs it: a missing package gets an install hint
     spec = model.spec
     path = Path(path)
     names = input_names(spec)
