@@ -130,6 +130,3 @@ class Event:
     stream: str
     ts: float
     fields: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "stream": self.stream, "ts": self.ts, **self.fields}
