@@ -142,31 +142,41 @@ class StreamPipeline:
             }
         )
 
-        def factory() -> FrameSource:
-            return open_source(config.source, **options)
+        # Open once now to fail fast on a bad source and learn its size and fps; the capture
+        # thread's first open then takes this source instead of connecting again.
+        first = [open_source(config.source, **options)]
+        info = first[0].info
 
-        probe = factory()  # fail fast on a bad source, and learn its size and fps
-        info = probe.info
-        probe.close()
-        events = EventLog(config.events, max_bytes=config.events_max_bytes)
-        sinks = []
-        if config.output:
-            if info.width <= 0 or info.height <= 0:
-                raise SourceError(f"{mask_credentials(str(config.source))}: the source does not "
-                                  "declare its frame size, needed for --output")
-            sinks.append(VideoFileSink(config.output, info.fps or 30.0,
-                                       (info.width, info.height)))
-        if config.display:
-            sinks.append(WindowSink(f"streamclf: {mask_credentials(str(config.source))}"))
-        renderer = OverlayRenderer(sinks, on_error=lambda m: log.error("overlay: %s", m)) \
-            if sinks else None
-        out = None if config.quiet else (status_out or sys.stderr)
-        choice = create_backend(model, config.backend, config.precision, threads,
-                                torch_compile=config.torch_compile)
-        pipeline = cls(config, model.spec, choice.backend, factory, events, renderer, out,
-                       source_fps_hint=info.fps)
-        pipeline.backend_reason = choice.reason
-        return pipeline
+        def factory() -> FrameSource:
+            return first.pop() if first else open_source(config.source, **options)
+
+        opened: list[Any] = list(first)  # closed again if building the rest fails
+        try:
+            events = EventLog(config.events, max_bytes=config.events_max_bytes)
+            opened.append(events)
+            sinks: list[Any] = []
+            if config.output:
+                if info.width <= 0 or info.height <= 0:
+                    raise SourceError(f"{mask_credentials(str(config.source))}: the source "
+                                      "does not declare its frame size, needed for --output")
+                sinks.append(VideoFileSink(config.output, info.fps or 30.0,
+                                           (info.width, info.height)))
+            opened.extend(sinks)
+            if config.display:
+                sinks.append(WindowSink(f"streamclf: {mask_credentials(str(config.source))}"))
+            renderer = OverlayRenderer(sinks, on_error=lambda m: log.error("overlay: %s", m)) \
+                if sinks else None
+            out = None if config.quiet else (status_out or sys.stderr)
+            choice = create_backend(model, config.backend, config.precision, threads,
+                                    torch_compile=config.torch_compile)
+            pipeline = cls(config, model.spec, choice.backend, factory, events, renderer, out,
+                           source_fps_hint=info.fps)
+            pipeline.backend_reason = choice.reason
+            return pipeline
+        except BaseException:
+            for item in opened:
+                item.close()
+            raise
 
     # -- callbacks (capture thread) --------------------------------------------------------
     def _on_frame(self, frame: Frame) -> bool:
