@@ -420,13 +420,3 @@ def test_default_providers() -> None:
     assert [n for n, _ in default_providers("cuda", everything[1:])] == everything[1:]
     assert default_providers("cpu", everything) == [("CPUExecutionProvider", {})]
     assert default_providers("cuda", ["CPUExecutionProvider"]) == [("CPUExecutionProvider", {})]
-
-
-def test_import_streamclf_does_not_import_onnxruntime() -> None:
-    code = (
-        "import sys, streamclf, streamclf.cli, streamclf.backends,"
-        " streamclf.backends.export, streamclf.backends.onnx_backend;"
-        "print([m for m in ('onnxruntime', 'onnx', 'torch') if m in sys.modules])"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

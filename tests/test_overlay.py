@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -267,10 +265,3 @@ def test_on_error_callback_failure_is_contained(caplog: pytest.LogCaptureFixture
 def test_queue_size_validated() -> None:
     with pytest.raises(ValueError, match="queue_size"):
         OverlayRenderer([], queue_size=0)
-
-
-def test_import_stays_light() -> None:
-    code = ("import sys, streamclf.overlay, streamclf.events, streamclf.smoothing;"
-            "print('cv2' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
