@@ -213,9 +213,9 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     """The machine and library versions, for the results' header."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from streamclf.backends.factory import _cpu_name
+    from streamclf.backends.factory import cpu_name
 
-    info: dict[str, Any] = {"cpu": _cpu_name(), "cores": os.cpu_count(),
+    info: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(),
                             "threads": threads, "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                       time.gmtime())}
     for pkg in ("torch", "onnxruntime", "openvino", "opencv-python-headless"):

@@ -41,7 +41,7 @@ class BackendChoice:
     reason: str
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -136,7 +136,7 @@ def create_backend(
         return BackendChoice(_build(name, model, precision, threads), f"{name} (as requested)")
 
     cache_file = cache_file or cache_root() / "backend_choice.json"
-    key = "|".join([model.spec.name, model.device, _cpu_name(), str(threads or "default"),
+    key = "|".join([model.spec.name, model.device, cpu_name(), str(threads or "default"),
                     precision, _versions()])
     cached = _read_cache(cache_file)
     if key in cached:
