@@ -36,6 +36,7 @@ from typing import Any
 from streamclf.errors import ConfigError, SourceError, StreamclfError
 from streamclf.sources import FrameSource, mask_credentials
 from streamclf.types import Frame, SourceInfo
+from streamclf.watchdog import WatchdogSource
 
 __all__ = ["CaptureThread"]
 
@@ -63,7 +64,10 @@ class CaptureThread:
         loop: at end of stream, reopen through ``source_factory`` and go on (files).
         on_event: receives ``(type, fields)`` status events (table in the module docstring).
         clock: monotonic clock for ``Frame.ts`` and pacing; ``wall_clock`` for ``Frame.wall_ts``.
-        read_timeout_s: passed to ``source.read``.
+        read_timeout_s: the frame watchdog: a live source that delivers no frame for this long
+            is lost (``source_lost``, then reconnecting), even while its driver's read is still
+            blocked (live sources are read through a
+            :class:`~streamclf.watchdog.WatchdogSource`). Files get it passed to ``read``.
         backoff_initial_s, backoff_max_s, backoff_jitter: wait before reconnect attempt k is
             ``min(initial * 2**k, max)``, times a random factor in ``1 ± jitter``.
         max_reconnects: failed reconnect attempts in a row before giving up (None: never give
@@ -100,6 +104,8 @@ class CaptureThread:
             raise ConfigError(f"max_reconnects: {max_reconnects} must be >= 0 or None")
         if not 0 < backoff_initial_s <= backoff_max_s or not 0 <= backoff_jitter < 1:
             raise ConfigError("backoff: need 0 < initial <= max and 0 <= jitter < 1")
+        if not read_timeout_s > 0:
+            raise ConfigError(f"read_timeout_s: {read_timeout_s} must be > 0")
         self._factory, self._on_frame, self._on_event = source_factory, on_frame, on_event
         self.stream_id, self.pace, self.loop = stream_id, pace, loop
         self._clock, self._wall_clock = clock, wall_clock
@@ -260,7 +266,7 @@ class CaptureThread:
     def _open(self) -> FrameSource:
         """Open through the factory; a SourceError here ends the thread with ``.error``."""
         try:
-            source = self._factory()
+            source = self._watched(self._factory())
         except SourceError as exc:
             self._check_stop()
             self._fail(exc)
@@ -278,12 +284,14 @@ class CaptureThread:
         while True:
             failed = int(outage[1])
             if self.max_reconnects is not None and failed >= self.max_reconnects:
-                self._fail(SourceError(f"gave up after {failed} failed reconnect attempt(s); "
-                                       f"last error: {reason}"))
+                self._fail(SourceError(
+                    f"source lost and reconnecting is off (max_reconnects 0): {reason}"
+                    if self.max_reconnects == 0 else
+                    f"gave up after {failed} failed reconnect attempt(s); last error: {reason}"))
                 raise _Stopped
             self._wait(self._delay(failed))
             try:
-                source = self._factory()
+                source = self._watched(self._factory())
             except SourceError as exc:
                 self._check_stop()
                 outage[1] += 1
@@ -294,6 +302,11 @@ class CaptureThread:
             self._check_stop()
             self._emit_opened(source)
             return source
+
+    @staticmethod
+    def _watched(source: FrameSource) -> FrameSource:
+        """Live sources are read through the frame watchdog (see ``read_timeout_s``)."""
+        return WatchdogSource(source) if source.info.is_live else source
 
     def _emit_opened(self, source: FrameSource) -> None:
         info = source.info
@@ -345,7 +358,8 @@ class CaptureThread:
         if self._stop_event.is_set():
             return
         self.error = exc
-        log.error("stream %s: %s", self.stream_id, exc)
+        # The owner reports it (the pipeline's `stopped`, the CLI's one error line).
+        log.info("stream %s: capture ended: %s", self.stream_id, exc)
         self._emit("error", error=mask_credentials(str(exc)))
 
     def _emit(self, event: str, **fields: Any) -> None:

@@ -52,8 +52,11 @@ class ActionClassifier:
         device: ``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         backend: ``torch`` (default), ``onnxruntime``, ``openvino`` or ``auto`` (fastest
             measured here); ``precision``: ``fp32`` or what the backend offers.
+        threads: inference threads of the onnxruntime/openvino backends (``None``: their
+            default); torch's are process-wide (``torch.set_num_threads``).
 
-    Not thread-safe: share one instance between threads only behind a lock.
+    Not thread-safe: share one instance between threads only behind a lock, except
+    :meth:`decode_file`, which several threads may run at once.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class ActionClassifier:
         device: str = "auto",
         backend: str = "torch",
         precision: str = "fp32",
+        threads: int | None = None,
     ) -> None:
         if topk < 1:
             raise ValueError("topk must be >= 1")
@@ -73,7 +77,7 @@ class ActionClassifier:
         self.spec = self.model.spec
         self.topk = min(topk, self.spec.num_classes)
         self.transform = ClipTransform(self.spec, temporal_subsample=not skip_preprocess)
-        self.backend = create_backend(self.model, backend, precision).backend
+        self.backend = create_backend(self.model, backend, precision, threads).backend
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -127,16 +131,42 @@ class ActionClassifier:
         ``sample_type`` (``uniform_temporal_subsample`` / ``time_step_sample``) the frames
         are sampled towhee-style over the whole video and fed as one clip.
 
+        Equivalent to ``classify_clips(decode_file(path, ...))``; see :meth:`decode_file`.
+
+        Raises:
+            DataError: missing, unreadable, corrupt or truncated file.
+        """
+        return self.classify_clips(
+            self.decode_file(path, clips, sample_type, num_samples, time_step)
+        )
+
+    def decode_file(
+        self,
+        path: str | os.PathLike[str],
+        clips: int = 1,
+        sample_type: str | None = None,
+        num_samples: int | None = None,
+        time_step: float | None = None,
+    ) -> list[np.ndarray]:
+        """Decode ``path`` into the clips :meth:`classify_file` feeds the model.
+
+        Returns one ``(T, crop, crop, 3)`` uint8 RGB array per clip (``T`` = the model's
+        frame count), already temporally selected, resized and cropped, so that
+        :meth:`classify_clips` on them only normalises and runs the model.
+
+        Thread-safe (it touches no mutable state and runs no model): several threads
+        may decode files for one classifier, whose inference must stay on one thread.
+
         Raises:
             DataError: missing, unreadable, corrupt or truncated file.
         """
         if sample_type is not None:
             frames, _ = sample_frames(path, sample_type, num_samples, time_step)
-            return self(frames)
+            return [self.prepare(frames)]
         info = probe(path)
         windows = centered_windows(info.duration_s, self.spec.clip_duration_s, clips)
         found = read_windows(Path(path), windows, frame_fn=self.transform.spatial)
-        return self.classify_clips([frames for frames, _ in found])
+        return [self.prepare(frames) for frames, _ in found]
 
 
 def classify_file(

@@ -10,29 +10,21 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from streamclf import __version__
-from streamclf.errors import DataError, StreamclfError, WeightsError
-
-if TYPE_CHECKING:
-    from streamclf.config import RunConfig
+from streamclf import __version__, cli_evaluate, cli_run
+from streamclf.cli_run import default_demo_clip
+from streamclf.cluster import command as cluster_command
+from streamclf.errors import DataError, StreamclfError
+from streamclf.train import command as train_command
 
 __all__ = ["build_parser", "console_main", "main"]
 
 log = logging.getLogger("streamclf")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-def default_demo_clip() -> Path:
-    """The bundled real clip (mmaction2's ``demo/demo.mp4``, arm wrestling)."""
-    return Path(str(resources.files("streamclf") / "assets" / "demo.mp4"))
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -78,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--features", action="store_true", help="include the embedding")
 
     run = sub.add_parser("run", help="classify a live source continuously")
-    run.add_argument("--source", default=None,
-                     help="webcam index or /dev/videoN, rtsp://, http(s)://, a file, or synthetic")
+    run.add_argument("--source", action="append", default=None, metavar="[ID=]SPEC",
+                     help="webcam index or /dev/videoN, rtsp://, http(s)://, a file, or "
+                          "synthetic; repeat for several streams (ID names one)")
+    run.add_argument("--max-batch", dest="max_batch", type=int, default=None,
+                     help="several streams: windows per model call (default 4)")
+    run.add_argument("--max-wait-ms", dest="max_wait_ms", type=float, default=None,
+                     help="several streams: longest wait for a batch to fill (default 10)")
     run.add_argument("--config", default=None, help="YAML run config (flags override it)")
     run.add_argument("--stream-id", dest="stream_id", default=None)
     run.add_argument("--model", default=None)
@@ -104,6 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     run.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     run.add_argument("--quiet", action="store_true", default=None, help="no status line")
+    run.add_argument("--max-reconnects", dest="max_reconnects", type=int, default=None,
+                     metavar="N", help="failed reconnects in a row before a lost live source "
+                     "ends the run (default: unlimited; 0: end at the first loss)")
+    run.add_argument("--backoff-initial", dest="backoff_initial_s", type=float, default=None,
+                     metavar="S", help="first reconnect wait, doubled per failure (default 1)")
+    run.add_argument("--backoff-max", dest="backoff_max_s", type=float, default=None,
+                     metavar="S", help="longest reconnect wait (default 30)")
+    from streamclf.web.command import add_serve_parser, add_web_flags
+
+    add_web_flags(run)
+    add_serve_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmark models, the pipeline and a baseline")
     bench.add_argument("--models", nargs="+", default=["x3d_xs"])
@@ -129,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="file to write, e.g. model.onnx")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--classmap", default=None, help="JSON/text file replacing the label list")
+    cli_evaluate.add_parser(sub)
+    cluster_command.add_parser(sub)
+    train_command.add_parser(sub)
     return parser
 
 
@@ -201,75 +212,6 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     return status
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    """Stream the bundled clip (paced like a camera) through the whole pipeline."""
-    from streamclf.config import load_config
-
-    source = Path(args.source) if args.source else default_demo_clip()
-    overrides = {
-        "source": str(source), "stream_id": "demo", "model": args.model, "weights": args.weights,
-        "device": args.device, "classmap": args.classmap, "topk": args.topk,
-        "output": args.output, "events": args.events,
-    }
-    try:
-        return _run_pipeline(load_config(None, overrides))
-    except WeightsError as exc:
-        if args.weights != "kinetics400":
-            raise
-        banner = "!" * 78
-        print(f"{banner}\n!! {exc}\n!! DEMO FALLS BACK TO RANDOM WEIGHTS: the pipeline runs, "
-              f"but the labels are meaningless.\n{banner}", file=sys.stderr, flush=True)
-        return _run_pipeline(load_config(None, {**overrides, "weights": "random"}))
-    finally:
-        print(f"overlay video: {args.output}\nevent log: {args.events}", flush=True)
-
-
-_RUN_KEYS = ("source", "stream_id", "model", "weights", "device", "backend", "precision",
-             "classmap", "stride", "topk",
-             "smooth", "threshold", "pace", "loop", "transport", "display", "output", "events",
-             "duration", "threads", "quiet")
-
-
-def _run_pipeline(config: RunConfig) -> int:
-    """Run one stream until it ends, --duration passes, or SIGINT/SIGTERM; returns the status."""
-    from streamclf.pipeline import StreamPipeline
-
-    pipeline = StreamPipeline.from_config(config)
-    if not config.quiet:
-        print(f"streamclf: {pipeline.spec.name} on {config.device}, backend "
-              f"{pipeline.backend_reason}", file=sys.stderr, flush=True)
-    log.info("backend: %s", pipeline.backend_reason)
-    previous = {}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        pipeline.request_stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, on_signal)
-    try:
-        result = pipeline.run()
-        if not pipeline.wait_threads(0.3):
-            # A window is still in the model (slow CPU). Its result would come after
-            # `stopped` and is dropped; console_main's immediate exit ends the thread.
-            log.info("inference thread still busy at exit; its last window is dropped")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    log.info("stopped: %d frames, %d windows, %d drops", result.frames, result.windows,
-             result.drops)
-    if result.error:
-        print(f"streamclf: error: {result.error}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    return EXIT_OK
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from streamclf.config import load_config
-
-    overrides = {key: getattr(args, key) for key in _RUN_KEYS}
-    return _run_pipeline(load_config(args.config, overrides))
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
     """Export on CPU, verify in onnxruntime, print the path and the graph's signature."""
     from streamclf.backends.export import describe_onnx, export_onnx
@@ -316,7 +258,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"bench": _cmd_bench, "models": _cmd_models, "classify": _cmd_classify,
-             "run": _cmd_run, "demo": _cmd_demo, "export": _cmd_export}
+             "run": cli_run.cmd_run, "demo": cli_run.cmd_demo, "export": _cmd_export,
+             "serve": cli_run.cmd_serve,
+             "evaluate": cli_evaluate.run, "cluster": cluster_command.run,
+             "train": train_command.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

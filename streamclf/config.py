@@ -15,7 +15,7 @@ from typing import Any
 
 from streamclf.errors import ConfigError
 
-__all__ = ["RunConfig", "load_config"]
+__all__ = ["RunConfig", "load_config", "read_yaml_mapping", "validate"]
 
 _CHOICES = {
     "pace": ("realtime", "fast"),
@@ -47,7 +47,12 @@ class RunConfig:
     loop: bool = False
     transport: str = "tcp"
     open_timeout_ms: int = 5000
+    # Frame watchdog: a live source silent this long is lost (then reconnected); also
+    # FFmpeg's own read timeout.
     read_timeout_ms: int = 3000
+    max_reconnects: int | None = None  # failed reconnects in a row before giving up; None = never
+    backoff_initial_s: float = 1.0  # first wait before reconnecting; doubles per failure ...
+    backoff_max_s: float = 30.0  # ... up to this (each wait jittered by +-20 %)
     display: bool = False
     output: str | None = None
     events: str | None = None
@@ -60,7 +65,8 @@ class RunConfig:
 _RANGES: dict[str, tuple[float, float | None]] = {
     "topk": (1, None), "smooth": (1, 1000), "threshold": (0.0, 1.0), "start_after": (1, 1000),
     "open_timeout_ms": (100, 600_000), "read_timeout_ms": (100, 600_000),
-    "events_max_bytes": (1024, None), "threads": (1, 256),
+    "events_max_bytes": (1024, None), "threads": (1, 256), "max_reconnects": (0, None),
+    "backoff_initial_s": (0.01, 3600.0), "backoff_max_s": (0.01, 86_400.0),
 }
 _POSITIVE = ("stride", "duration")
 
@@ -111,7 +117,37 @@ def validate(values: Mapping[str, Any]) -> RunConfig:
         if value is not None and key in _POSITIVE and value <= 0:
             raise ConfigError(f"config key {key!r} must be > 0 seconds, got {value!r}")
         clean[key] = value
-    return RunConfig(**clean)
+    config = RunConfig(**clean)
+    if config.backoff_initial_s > config.backoff_max_s:
+        raise ConfigError(f"config key 'backoff_initial_s' ({config.backoff_initial_s:g} s) must "
+                          f"not exceed 'backoff_max_s' ({config.backoff_max_s:g} s)")
+    return config
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (empty file: ``{}``).
+
+    Raises:
+        ConfigError: missing file, invalid YAML (with the line), not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p}: invalid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p}: cannot read it ({exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping of keys to values")
+    return data
 
 
 def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -121,24 +157,7 @@ def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = N
     Raises:
         ConfigError: missing file, invalid YAML, not a mapping, unknown key, bad value.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        import yaml
-
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"config file {p}: invalid YAML{where}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p}: expected a mapping of keys to values")
-        values.update(data)
+    values: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value

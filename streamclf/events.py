@@ -3,8 +3,8 @@
 Every line is one JSON object with ``type``, ``stream``, ``ts`` (wall-clock seconds since
 the epoch when it was published) and ``seq`` (this log's counter, contiguous from 0,
 across rotated files). Types (see :data:`EVENT_TYPES`): ``prediction``, ``label_start``,
-``label_end``, ``source_opened``, ``source_lost``, ``source_restored``, ``error``,
-``stopped``; extra fields are allowed. NaN and infinities are written as ``null``.
+``label_end``, ``source_opened``, ``source_lost``, ``reconnect_failed``, ``source_restored``,
+``error``, ``stopped``; extra fields are allowed. NaN and infinities are written as ``null``.
 
 If the file becomes unwritable mid-run, the log writes an ``error`` event (stream ``""``,
 ``source: "events"``) to the fallback stream (stderr), keeps writing there for the rest of
@@ -39,7 +39,8 @@ from streamclf.types import Event, Prediction
 __all__ = ["EVENT_TYPES", "EventLog", "make_event", "prediction_event", "read_events"]
 
 EVENT_TYPES = frozenset({"prediction", "label_start", "label_end", "source_opened",
-                         "source_lost", "source_restored", "error", "stopped"})
+                         "source_lost", "reconnect_failed", "source_restored", "error",
+                         "stopped"})
 _CORE = ("type", "stream", "ts", "seq")
 
 

@@ -52,9 +52,14 @@ class InferenceWorker:
 
     Args:
         backend: the model runner (see :class:`InferenceBackend`).
-        on_error: called as ``on_error(stream, exc)`` when inference of one window raises;
-            the worker carries on with the next window.
+        on_error: called as ``on_error(stream, exc)`` when inference of one window raises
+            (for each stream of a failed batch); the worker carries on with the next window.
         idle_wait_s: longest wait for new frames when no window is due.
+        max_batch: most windows per backend call; each stream gives at most one window to
+            a batch, and the stream that starts the collection rotates, so no stream
+            starves.
+        max_wait_ms: with fewer due windows than ``min(max_batch, streams)``, how long to
+            wait for more before running what is there. 0: never wait.
 
     Thread-safety: ``add_stream``, ``remove_stream``, ``notify``, ``stop`` and the counters
     may be used from any thread.
@@ -65,8 +70,14 @@ class InferenceWorker:
         backend: InferenceBackend,
         on_error: Callable[[str, Exception], None] | None = None,
         idle_wait_s: float = 0.05,
+        max_batch: int = 1,
+        max_wait_ms: float = 0.0,
     ) -> None:
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
         self.backend = backend
+        self.max_batch = int(max_batch)
+        self.max_wait_s = float(max_wait_ms) / 1000.0
         self._on_error = on_error or (lambda s, e: log.error("inference failed on %s: %s", s, e))
         self._idle_wait_s = idle_wait_s
         self._slots: dict[str, StreamSlot] = {}
@@ -75,6 +86,7 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamclf-inference", daemon=True)
         self.clips = 0
+        self.batches = 0
         self.errors = 0
         self.busy_s = 0.0
         self._rate = 0.0
@@ -110,10 +122,11 @@ class InferenceWorker:
         """Clips per second over recent windows (exponential average)."""
         return self._rate
 
-    def idle(self) -> bool:
-        """True when no stream has a due window right now (used to drain at end of file)."""
+    def idle(self, stream: str | None = None) -> bool:
+        """True when no stream (or just ``stream``) has a due window right now (used to
+        drain at end of file)."""
         with self._lock:
-            slots = list(self._slots.values())
+            slots = [s for s in self._slots.values() if stream is None or s.stream == stream]
         for slot in slots:
             span = slot.ring.span()
             if span is None:
@@ -128,50 +141,80 @@ class InferenceWorker:
         while not self._stop.is_set():
             with self._lock:
                 slots = list(self._slots.values())
-            did_work = False
+            batch: list[tuple[StreamSlot, Window]] = []
             if slots:
                 # Rotate the starting stream so that no stream starves.
                 turn = (turn + 1) % len(slots)
-                for slot in slots[turn:] + slots[:turn]:
-                    if self._stop.is_set():
-                        break
-                    did_work |= self._serve(slot)
-            if not did_work:
+                batch = self._collect(slots[turn:] + slots[:turn])
+            if batch:
+                self._infer(batch)
+            else:
                 self._wake.wait(self._idle_wait_s)
                 self._wake.clear()
 
-    def _serve(self, slot: StreamSlot) -> bool:
+    def _collect(self, slots: list[StreamSlot]) -> list[tuple[StreamSlot, Window]]:
+        """One due window from each of up to ``max_batch`` streams, waiting at most
+        ``max_wait_s`` for more streams to become due."""
+        want = min(self.max_batch, len(slots))
+        batch: list[tuple[StreamSlot, Window]] = []
+        pending = list(slots)
+        deadline: float | None = None
+        while pending and not self._stop.is_set():
+            for slot in list(pending):
+                window = self._take(slot)
+                if window is not None:
+                    batch.append((slot, window))
+                    pending.remove(slot)
+                    if len(batch) == want:
+                        return batch
+            if not batch or self.max_wait_s <= 0:
+                return batch
+            now = time.monotonic()
+            deadline = now + self.max_wait_s if deadline is None else deadline
+            if now >= deadline:
+                return batch
+            self._wake.wait(min(deadline - now, self._idle_wait_s))
+            self._wake.clear()
+        return batch
+
+    def _take(self, slot: StreamSlot) -> Window | None:
+        """The slot's due window (gathered from its ring), or None."""
         if slot.ring.epoch != slot.epoch:
             slot.epoch = slot.ring.epoch
             slot.scheduler.reset()
             slot.on_reset()
         span = slot.ring.span()
         if span is None:
-            return False
+            return None
         due = slot.scheduler.poll(*span)
         if due is None:
-            return False
+            return None
         window = slot.ring.window(due, slot.scheduler.duration, slot.num_frames)
         keep_from = slot.scheduler.next_window_start()
         if keep_from is not None:
             slot.ring.release_before(keep_from)
         if window is None or window.epoch != slot.epoch:
-            return True
+            return None
+        return window
+
+    def _infer(self, batch: list[tuple[StreamSlot, Window]]) -> None:
         t0 = time.perf_counter()
         try:
-            probs, feats = self.backend.infer([window.frames])
-        except Exception as exc:  # one bad window must not end the stream
-            self.errors += 1
-            self._on_error(slot.stream, exc)
-            return True
+            probs, feats = self.backend.infer([window.frames for _, window in batch])
+        except Exception as exc:  # one bad batch must not end the streams
+            for slot, _ in batch:
+                self.errors += 1
+                self._on_error(slot.stream, exc)
+            return
         elapsed = time.perf_counter() - t0
         self.busy_s += elapsed
-        self.clips += 1
-        slot.windows += 1
+        self.clips += len(batch)
+        self.batches += 1
         now = time.monotonic()
         if self._last_done is not None:
-            gap = max(now - self._last_done, 1e-6)
+            gap = max(now - self._last_done, 1e-6) / len(batch)
             self._rate = 1.0 / gap if self._rate == 0 else 0.8 * self._rate + 0.2 / gap
         self._last_done = now
-        slot.publish(window, probs[0], feats[0], elapsed * 1000.0)
-        return True
+        for i, (slot, window) in enumerate(batch):
+            slot.windows += 1
+            slot.publish(window, probs[i], feats[i], elapsed * 1000.0)

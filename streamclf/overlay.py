@@ -147,7 +147,9 @@ class VideoFileSink:
 
     ``size`` is ``(width, height)``; frames of another size are resized to it. Raises
     ValueError for a bad ``fps``/``size``, DataError for another extension or a file that
-    cannot be opened for writing. Thread-safety: not thread-safe; one writer thread.
+    cannot be opened for writing, and from :meth:`write` once the file stops taking data (disk
+    full, file size limit, I/O error: the message names the path and the OS error).
+    Thread-safety: not thread-safe; one writer thread.
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
@@ -168,16 +170,50 @@ class VideoFileSink:
             self._writer.release()
             raise DataError(f"{self.path}: cannot open for writing (codec {fourcc}, {fps} fps)")
         self.frames_written, self._closed = 0, False
+        self._check_every, self._checked_size = max(30, round(2 * fps)), -1
 
     def write(self, image: np.ndarray) -> None:
-        """Append one ``(H, W, 3)`` uint8 RGB frame. Raises DataError after :meth:`close`."""
+        """Append one ``(H, W, 3)`` uint8 RGB frame.
+
+        Raises:
+            DataError: after :meth:`close`, or when the file stops taking data.
+        """
         if self._closed:
             raise DataError(f"{self.path}: write after close")
         cv2 = cv2_module()
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        ok = self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         self.frames_written += 1
+        # OpenCV >= 5 returns False when FFmpeg could not write; 4.x returns None and only
+        # logs, so there the file is checked every ~2 s of video: not grown -> probe it.
+        failed = ok is False or (ok is None and self.frames_written % self._check_every == 0
+                                 and self._stalled())
+        if failed:
+            raise DataError(f"{self.path}: writing the overlay video failed "
+                            f"({self._os_error() or 'the encoder reported a failed write'})")
+
+    def _stalled(self) -> bool:
+        size = self.path.stat().st_size if self.path.exists() else -1
+        stalled, self._checked_size = size == self._checked_size, size
+        return stalled and self._os_error() is not None
+
+    def _os_error(self) -> str | None:
+        """Why the file takes no data: the OS error of appending one byte (then cut off
+        again), e.g. ``[Errno 27] File too large``; None if the append works."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            return str(exc)
+        try:
+            size = os.fstat(fd).st_size
+            os.write(fd, b"\0")
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            return str(exc)
+        finally:
+            os.close(fd)
+        return None
 
     def close(self) -> None:
         """Finish the file (playable afterwards); idempotent."""
@@ -270,6 +306,12 @@ class OverlayRenderer:
     @property
     def active_sinks(self) -> int:
         return len(self._sinks)
+
+    def add_sink(self, sink: FrameSink) -> None:
+        """Add a sink before :meth:`start` (the sink list is the renderer thread's after)."""
+        if self._thread.ident is not None:
+            raise RuntimeError("add_sink after start")
+        self._sinks.append(sink)
 
     def start(self) -> OverlayRenderer:
         self._thread.start()

@@ -60,6 +60,75 @@ class PipelineResult:
     error: str | None
 
 
+def _report_output_error(events: EventLog, stream: str, message: str) -> None:
+    """An overlay output failed (e.g. the video file hit a full disk): log it and put an
+    ``error`` event (``source: "output"``) in the event log; the stream goes on."""
+    log.error("overlay: %s", message)
+    events.write(make_event("error", stream, source="output", message=mask_credentials(message)))
+
+
+StreamParts = tuple[Callable[[], FrameSource], list[Any], float, Callable[[], None]]
+
+
+def make_renderer(sinks: list[Any], events: EventLog, stream: str) -> OverlayRenderer | None:
+    """An overlay renderer for ``sinks`` (None without sinks) whose output failures become
+    ``error`` events in ``events``."""
+    if not sinks:
+        return None
+    return OverlayRenderer(sinks, on_error=lambda m: _report_output_error(events, stream, m))
+
+
+def open_stream_parts(config: RunConfig) -> StreamParts:
+    """Open a stream's source (once, to fail fast and learn its size and fps) and its sinks.
+
+    Returns:
+        ``(source_factory, sinks, fps_hint, close)``: the factory's first call returns the
+        source opened here; ``close()`` closes what was opened, for a stream that is never
+        started (see :func:`make_renderer` for the sinks).
+
+    Raises:
+        SourceError: the source cannot be opened, or ``output`` needs a frame size it
+            does not declare. DataError: the output video cannot be created.
+    """
+    from streamclf.overlay import VideoFileSink, WindowSink
+    from streamclf.sources import open_source, parse_spec
+
+    kind, _ = parse_spec(config.source)
+    options: dict[str, Any] = (
+        {"live": config.pace == "realtime"} if kind == "synthetic" else {
+            "transport": config.transport,
+            "open_timeout_ms": config.open_timeout_ms,
+            "read_timeout_ms": config.read_timeout_ms,
+        }
+    )
+    first = [open_source(config.source, **options)]
+    info = first[0].info
+    opened: list[Any] = list(first)
+
+    def factory() -> FrameSource:
+        return first.pop() if first else open_source(config.source, **options)
+
+    def close() -> None:
+        for item in opened:
+            item.close()
+
+    try:
+        sinks: list[Any] = []
+        if config.output:
+            if info.width <= 0 or info.height <= 0:
+                raise SourceError(f"{mask_credentials(str(config.source))}: the source "
+                                  "does not declare its frame size, needed for --output")
+            sinks.append(VideoFileSink(config.output, info.fps or 30.0,
+                                       (info.width, info.height)))
+        opened.extend(sinks)
+        if config.display:
+            sinks.append(WindowSink(f"streamclf: {mask_credentials(str(config.source))}"))
+    except BaseException:
+        close()
+        raise
+    return factory, sinks, info.fps, close
+
+
 class StreamPipeline:
     """Runs one stream. Build with :meth:`from_config`, then :meth:`run` (blocking) or
     :meth:`start` / :meth:`stop`.
@@ -78,6 +147,7 @@ class StreamPipeline:
         renderer: OverlayRenderer | None = None,
         status_out: TextIO | None = None,
         source_fps_hint: float = 30.0,
+        worker: InferenceWorker | None = None,
     ) -> None:
         self.config = config
         self.spec = spec
@@ -103,13 +173,18 @@ class StreamPipeline:
         self.smoother = Smoother(backend.labels, window=config.smooth,
                                  threshold=config.threshold, start_after=config.start_after,
                                  topk=config.topk)
-        self.worker = InferenceWorker(backend, on_error=self._on_inference_error)
+        # A shared worker (several streams, see multi_pipeline.py) is started and stopped by
+        # its owner, which also owns (and closes) the shared event log.
+        self._owns_worker = worker is None
+        self.worker = worker or InferenceWorker(backend, on_error=self._on_inference_error)
         self.slot = StreamSlot(self.stream, self.ring, self.scheduler, spec.num_frames,
                                publish=self._publish, on_reset=self._on_reset)
         self.worker.add_stream(self.slot)
         self.capture = CaptureThread(
             source_factory, on_frame=self._on_frame, stream_id=self.stream,
             pace=config.pace, loop=config.loop, on_event=self._on_capture_event,
+            read_timeout_s=config.read_timeout_ms / 1000.0, max_reconnects=config.max_reconnects,
+            backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s,
         )
         self._status = OverlayStatus(stream=self.stream)
         self._last_pred: Prediction | None = None
@@ -117,6 +192,9 @@ class StreamPipeline:
         self._stopped = False
         self._latencies: list[float] = []
         self._last_status = -math.inf
+        self._clip_rate = 0.0
+        self._last_publish: float | None = None
+        self.close_parts: Callable[[], None] = lambda: None  # see open_stream_parts
         self.backend_reason = f"{backend.name} (given)"
 
     # -- wiring ----------------------------------------------------------------------------
@@ -125,57 +203,33 @@ class StreamPipeline:
         """Load the model, open the event log and sinks, and prepare the source factory."""
         from streamclf.backends.factory import create_backend
         from streamclf.models.loader import load_model
-        from streamclf.overlay import VideoFileSink, WindowSink
-        from streamclf.sources import open_source, parse_spec
+        from streamclf.sources import parse_spec
 
         threads = config.threads or default_inference_threads()
         import torch
 
         torch.set_num_threads(threads)
+        parse_spec(config.source)  # an unknown URL scheme fails before the model loads
         model = load_model(config.model, config.weights, config.classmap, config.device)
-        kind, _ = parse_spec(config.source)
-        options: dict[str, Any] = (
-            {"live": config.pace == "realtime"} if kind == "synthetic" else {
-                "transport": config.transport,
-                "open_timeout_ms": config.open_timeout_ms,
-                "read_timeout_ms": config.read_timeout_ms,
-            }
-        )
-
-        # Open once now to fail fast on a bad source and learn its size and fps; the capture
-        # thread's first open then takes this source instead of connecting again.
-        first = [open_source(config.source, **options)]
-        info = first[0].info
-
-        def factory() -> FrameSource:
-            return first.pop() if first else open_source(config.source, **options)
-
-        opened: list[Any] = list(first)  # closed again if building the rest fails
+        factory, sinks, fps, close_parts = open_stream_parts(config)
         try:
             events = EventLog(config.events, max_bytes=config.events_max_bytes)
-            opened.append(events)
-            sinks: list[Any] = []
-            if config.output:
-                if info.width <= 0 or info.height <= 0:
-                    raise SourceError(f"{mask_credentials(str(config.source))}: the source "
-                                      "does not declare its frame size, needed for --output")
-                sinks.append(VideoFileSink(config.output, info.fps or 30.0,
-                                           (info.width, info.height)))
-            opened.extend(sinks)
-            if config.display:
-                sinks.append(WindowSink(f"streamclf: {mask_credentials(str(config.source))}"))
-            renderer = OverlayRenderer(sinks, on_error=lambda m: log.error("overlay: %s", m)) \
-                if sinks else None
+        except BaseException:
+            close_parts()
+            raise
+        try:
+            renderer = make_renderer(sinks, events, config.stream_id)
             out = None if config.quiet else (status_out or sys.stderr)
             choice = create_backend(model, config.backend, config.precision, threads,
                                     torch_compile=config.torch_compile)
             pipeline = cls(config, model.spec, choice.backend, factory, events, renderer, out,
-                           source_fps_hint=info.fps)
+                           source_fps_hint=fps)
             pipeline.backend_reason = choice.reason
+            pipeline.close_parts = close_parts
             return pipeline
         except BaseException:
-            for item in opened:
-                item.close()
+            close_parts()
+            events.close()
             raise
 
     # -- callbacks (capture thread) --------------------------------------------------------
@@ -188,8 +242,10 @@ class StreamPipeline:
         return accepted
 
     def _on_capture_event(self, kind: str, fields: dict[str, Any]) -> None:
-        if kind == "source_restored":
-            self.ring.reset()  # no window spans the gap; the worker resets the rest
+        if kind in ("source_lost", "source_restored"):
+            # No window spans the gap: a new ring epoch, and the worker resets the scheduler
+            # and the smoother (ending a stable label) when it sees it.
+            self.ring.reset()
         self.events.write(make_event(kind, self.stream, **fields))
 
     # -- callbacks (inference thread) ------------------------------------------------------
@@ -205,6 +261,13 @@ class StreamPipeline:
 
     def _publish(self, window: Window, probs: np.ndarray, feats: np.ndarray,
                  inference_ms: float) -> None:
+        if self._stopped:  # a shared worker finished this window after the stream stopped
+            return
+        now = time.monotonic()
+        if self._last_publish is not None:
+            rate = 1.0 / max(now - self._last_publish, 1e-6)
+            self._clip_rate = rate if self._clip_rate == 0 else 0.8 * self._clip_rate + 0.2 * rate
+        self._last_publish = now
         smoothed = self.smoother.update(probs)
         raw_labels, raw_scores = top_k(probs, self.backend.labels, self.config.topk)
         pred = Prediction(
@@ -252,7 +315,8 @@ class StreamPipeline:
                  self.spec.name, self.backend.name)
         if self.renderer is not None:
             self.renderer.start()
-        self.worker.start()
+        if self._owns_worker:
+            self.worker.start()
         self.capture.start()
 
     def request_stop(self) -> None:
@@ -270,9 +334,7 @@ class StreamPipeline:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 # End of file (or the source gave up): classify what is still due, then end.
-                if self.capture.finished.is_set() and (
-                    self.capture.error is not None or self.worker.idle()
-                ):
+                if self.finished():
                     break
                 self._stop.wait(0.05)
         finally:
@@ -285,9 +347,13 @@ class StreamPipeline:
             return self._result()
         self._stopped = True
         t0 = time.monotonic()
-        self.worker.stop(0.0)  # ask now; joined below, after capture
+        if self._owns_worker:
+            self.worker.stop(0.0)  # ask now; joined below, after capture
         self.capture.stop(timeout_s / 2)
-        self.worker.stop(max(0.1, timeout_s * 0.75 - (time.monotonic() - t0)))
+        if self._owns_worker:
+            self.worker.stop(max(0.1, timeout_s * 0.75 - (time.monotonic() - t0)))
+        else:
+            self.worker.remove_stream(self.stream)
         if self.renderer is not None:
             self.renderer.stop(max(0.1, timeout_s - (time.monotonic() - t0)))
         if self.status_out is not None and getattr(self.status_out, "isatty", lambda: False)():
@@ -309,13 +375,40 @@ class StreamPipeline:
         if result.error:
             fields["error"] = result.error
         self.events.write(make_event("stopped", self.stream, **fields))
-        self.events.close()
+        if self._owns_worker:
+            self.events.close()
         return result
+
+    def finished(self) -> bool:
+        """The source has ended (or given up) and no window of it is still due."""
+        return self.capture.finished.is_set() and (
+            self.capture.error is not None or self.worker.idle(self.stream))
+
+    def close_unstarted(self) -> None:
+        """Close what :func:`open_stream_parts` opened, for a stream never started."""
+        self.close_parts()
 
     def wait_threads(self, timeout_s: float) -> bool:
         """After :meth:`stop`: wait up to ``timeout_s`` more for a window still in the model;
         True if the inference thread has ended."""
         return self.worker.stop(timeout_s)
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-able snapshot for the web view's ``/api/status`` (any thread; reads
+        counters without locks, so numbers may be one frame apart)."""
+        pred = self._last_pred
+        return {
+            "source": self.source_name, "model": self.spec.name, "backend": self.backend.name,
+            "input_fps": round(self.capture.fps, 2),
+            "inference_fps": round(self.worker.inference_fps, 2),
+            "clips_per_s": round(self._clip_rate, 2),
+            "latency_ms": round(pred.latency_ms, 1) if pred is not None else None,
+            "frames": self.capture.frames_read, "windows": self.slot.windows,
+            "drops": self.ring.drops, "skipped_windows": self.scheduler.skipped,
+            "stable_label": pred.stable_label if pred is not None else None,
+            "labels": list(pred.labels) if pred is not None else [],
+            "scores": [round(float(s), 4) for s in pred.scores] if pred is not None else [],
+        }
 
     def _result(self) -> PipelineResult:
         err = self.capture.error

@@ -158,11 +158,13 @@ class OpenCVSource:
             them (a webcam read is bounded by the V4L2 backend's own select() timeout).
 
     ``read(timeout_s)``: the FFmpeg read timeout is fixed at open (``read_timeout_ms``); the
-    argument cannot shorten it. Media timestamps are forced strictly increasing.
+    argument cannot shorten it (:class:`~streamclf.watchdog.WatchdogSource` can). Media
+    timestamps are forced strictly increasing.
 
     Raises:
-        SourceError: on open, if the target cannot be opened; on read, if the stream is lost or
-            times out (a failed OpenCV capture never recovers: reopen to reconnect).
+        SourceError: on open, if the target cannot be opened (or is an empty file); on read, if
+            the stream is lost or times out (a failed OpenCV capture never recovers: reopen to
+            reconnect), or a file ends well before its declared length (corrupt or truncated).
 
     Thread-safety: one reading thread; ``close()`` from any thread (a close during a read
     releases the capture when that read returns).
@@ -176,6 +178,8 @@ class OpenCVSource:
         name = mask_credentials(str(target))
         if kind == "file" and not Path(str(target)).is_file():
             raise SourceError(f"{name}: file not found")
+        if kind == "file" and Path(str(target)).stat().st_size == 0:
+            raise SourceError(f"{name}: empty file (0 bytes)")
         cv2 = cv2_module()
         self._lock = threading.Lock()  # held during read(); guards the capture
         self._closing = False
@@ -212,6 +216,9 @@ class OpenCVSource:
                                width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
                                height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
                                is_live=kind in LIVE_KINDS)
+        count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0) if kind == "file" else 0.0
+        # What the container declares: decoding that ends well short of it is a damaged file.
+        self._declared_s = count / self._fps if self._fps and math.isfinite(count) else 0.0
         self._last_ts = -math.inf
         self._eof = False
 
@@ -234,6 +241,11 @@ class OpenCVSource:
         if not ok:
             if not self.info.is_live:
                 self._eof = True
+                reached = self._last_ts + 1.0 / (self._fps or 30.0)
+                if self._declared_s > 0 and not reached >= 0.9 * self._declared_s:
+                    raise SourceError(
+                        f"{self.info.name}: corrupt or truncated video: decoding stopped at "
+                        f"{max(reached, 0.0):.2f} s of {self._declared_s:.2f} s")
                 return None
             why = (f"no frame for {waited:.1f} s (read timeout)"
                    if waited >= 0.9 * self._read_timeout_s else "connection closed or read failed")

@@ -98,6 +98,10 @@ def load_model(
     checkpoint = load_checkpoint(spec, weights)
     labels = _choose_labels(spec, checkpoint, classmap)
     spec = dataclasses.replace(spec, labels=labels)
+    if checkpoint is not None and checkpoint.input_size is not None:
+        # Fine-tuned at another resolution: feed it frames of that size everywhere.
+        side, crop = checkpoint.input_size
+        spec = dataclasses.replace(spec, side_size=side, crop_size=crop)
     if checkpoint is None:
         # Random weights are seeded (without touching the caller's RNG), so smoke runs are
         # reproducible and exported/compiled artefacts of them can be cached.

@@ -58,12 +58,17 @@ _GENERIC_NAMES = frozenset({"pytorch_model.bin", "model.safetensors", "model.pth
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A loaded checkpoint: tensors by key, plus what its sidecar says (may be empty)."""
+    """A loaded checkpoint: tensors by key, plus what its sidecar says (may be empty).
+
+    ``input_size`` is the ``(side_size, crop_size)`` the weights were fine-tuned at, when
+    the sidecar's ``input`` names one (``streamclf train --crop-size``).
+    """
 
     state_dict: dict[str, Any]
     origin: str
     labels: tuple[str, ...] | None = None
     model_name: str | None = None
+    input_size: tuple[int, int] | None = None
 
 
 def cache_dir() -> Path:
@@ -228,7 +233,21 @@ def load_checkpoint(spec: ModelSpec, weights: str | os.PathLike[str]) -> Checkpo
     return Checkpoint(
         _read_state_dict(path), origin=str(path),
         labels=tuple(labels) if labels else None, model_name=model_name,
+        input_size=_sidecar_input_size(path, meta),
     )
+
+
+def _sidecar_input_size(path: Path, meta: dict[str, Any]) -> tuple[int, int] | None:
+    """``(side_size, crop_size)`` from a sidecar's ``input`` object, if it has one."""
+    spec_input = meta.get("input")
+    if spec_input is None:
+        return None
+    sizes = [spec_input.get(k) if isinstance(spec_input, dict) else None
+             for k in ("side_size", "crop_size")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        raise WeightsError(f"checkpoint sidecar for {path}: 'input' must hold positive "
+                           "integers 'side_size' and 'crop_size'")
+    return sizes[0], sizes[1]
 
 
 def load_into(model: nn.Module, checkpoint: Checkpoint, spec: ModelSpec) -> None:

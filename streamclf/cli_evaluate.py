@@ -1,0 +1,199 @@
+"""``streamclf evaluate``: a labelled dataset in; recall@k, per-class recall and a report out.
+
+Registered in :mod:`streamclf.cli` (``add_parser`` builds the sub-command, ``run`` is its
+handler). Exit status: 0 when every file was classified and at least one counted in
+the recall; 1 when a file failed (the report is still written, with the failures),
+``--fail-fast`` stopped the run, nothing could be evaluated, or on a user error;
+130 when interrupted (the partial report is still written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from streamclf.datasets import read_dataset
+from streamclf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamclf.evaluate import FileResult
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger("streamclf")
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``evaluate`` sub-command to ``sub`` (an ``add_subparsers()`` object)."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "evaluate", help="measure recall@k on a labelled dataset (CSV or class folders)",
+        description="Classify every video of a labelled dataset and report recall@1/3/5 "
+                    "(recall@1 = mean hit ratio), per-class recall, the most confused pairs, "
+                    "videos/s and every file that failed.",
+    )
+    p.add_argument("data", metavar="DATA",
+                   help="CSV with path,label columns (id optional; relative paths are "
+                        "relative to the CSV) or a folder of class_name/video.ext")
+    p.add_argument("--model", default="x3d_xs", help="zoo model name (see `streamclf models`)")
+    p.add_argument("--weights", default="kinetics400",
+                   help="kinetics400 (download once), a checkpoint PATH, or random")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--backend", default="torch",
+                   choices=["auto", "torch", "onnxruntime", "openvino"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
+    p.add_argument("--classmap", default=None, help="JSON/text file replacing the label list")
+    p.add_argument("--workers", type=int, default=2,
+                   help="decoding threads feeding the one model (default 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference threads (default: every core but one)")
+    p.add_argument("--clips", type=int, default=1,
+                   help="clips per file, evenly spread, probabilities averaged (default 1)")
+    p.add_argument("--topk", type=int, default=5,
+                   help="labels kept per file in --predictions (default 5)")
+    p.add_argument("--path-column", default=None,
+                   help="CSV column of the video paths (default: path, file or video)")
+    p.add_argument("--label-column", default=None,
+                   help="CSV column of the labels (default: label or class)")
+    p.add_argument("--report", default=None, metavar="JSON", help="write the JSON report here")
+    p.add_argument("--markdown", default=None, metavar="MD",
+                   help="also write the markdown report here")
+    p.add_argument("--predictions", default=None, metavar="JSONL",
+                   help="every file's top-k, one JSON object per line")
+    p.add_argument("--json", action="store_true",
+                   help="print the JSON report on stdout instead of the markdown")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed file")
+    p.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    from streamclf.cluster.evaluate import add_engine_options
+
+    add_engine_options(p)  # --engine local|ray, --address
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("workers", "clips", "topk", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for option in ("report", "markdown", "predictions"):
+        target = getattr(args, option)
+        if target and not Path(target).parent.is_dir():
+            raise ConfigError(f"--{option} {target}: folder {Path(target).parent} does not exist")
+
+
+def _prediction_line(result: FileResult, topk: int) -> str:
+    obj: dict[str, Any] = {} if result.item.id is None else {"id": result.item.id}
+    obj.update({"path": str(result.item.path), "label": result.item.label,
+                "labels": list(result.labels[:topk]),
+                "scores": [round(s, 6) for s in result.scores[:topk]]})
+    return json.dumps(obj) + "\n"
+
+
+def _open_output(path: str | None) -> IO[str] | None:
+    if path is None:
+        return None
+    try:
+        return open(path, "w", encoding="utf-8")  # closed by the caller
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle ``streamclf evaluate``; returns the exit status (see the module doc)."""
+    _check_args(args)
+    items = read_dataset(args.data, args.path_column, args.label_column)  # before the model
+    from streamclf._lazy import require
+    from streamclf.classify import ActionClassifier
+    from streamclf.datasets import match_labels
+    from streamclf.evaluate import RECALL_AT, build_report, evaluate, markdown_report
+    from streamclf.pipeline import default_inference_threads
+    from streamclf.progress import Progress
+
+    threads = args.threads or default_inference_threads()
+    require("torch").set_num_threads(threads)
+    clf = ActionClassifier(
+        args.model, args.weights, classmap=args.classmap, topk=max(args.topk, max(RECALL_AT)),
+        device=args.device, backend=args.backend, precision=args.precision, threads=threads,
+    )
+    match = match_labels({it.label for it in items}, clf.labels)
+    unmatched = [it for it in items if match[it.label] is None]
+    if unmatched:
+        log.warning("%d of %d videos have a label that matches no class of %s (e.g. %r); they "
+                    "are predicted but not counted in the recall (see unmatched_labels)",
+                    len(unmatched), len(items), clf.spec.name, unmatched[0].label)
+    progress = Progress(len(items), None if args.quiet else sys.stderr, prefix="evaluate: ")
+    predictions = _open_output(args.predictions)
+    counts = {"done": 0, "failed": 0}
+
+    def on_result(result: FileResult) -> None:
+        counts["done"] += 1
+        counts["failed"] += not result.ok
+        if predictions is not None and result.ok:
+            predictions.write(_prediction_line(result, args.topk))
+            predictions.flush()
+        progress.update(counts["done"], counts["failed"])
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if args.engine == "ray":  # the same classification, on a pool of Ray actors
+            from streamclf.cluster.evaluate import evaluate_from_args
+
+            outcome = evaluate_from_args(args, items, threads, clf.topk, stop, on_result)
+        else:
+            outcome = evaluate(clf, items, workers=args.workers, clips=args.clips,
+                               fail_fast=args.fail_fast, stop=stop, on_result=on_result)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if predictions is not None:
+            predictions.close()
+        progress.close()
+    report = build_report(
+        outcome, items, clf.labels, model=clf.spec.name, weights=str(args.weights),
+        backend=clf.backend.name, device=clf.model.device, data=str(args.data),
+        num_classes=len(clf.labels), topk=args.topk, clips=args.clips, workers=args.workers,
+        threads=threads,
+    )
+    markdown = markdown_report(report)
+    if args.report:
+        _write(args.report, json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        _write(args.markdown, markdown)
+    print(json.dumps(report, indent=2) if args.json else markdown, end="\n" if args.json else "",
+          flush=True)
+    return _status(report)
+
+
+def _status(report: dict[str, Any]) -> int:
+    if report["stopped"] == "interrupted":
+        print("streamclf: interrupted (the report covers the files done so far)",
+              file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    failed = report["failed"]
+    if report["stopped"] == "fail-fast":
+        first = failed[-1]
+        message = f"stopped at the first failed file (--fail-fast): {first['error']}"
+    elif failed:
+        message = f"{len(failed)} of {report['videos']} files failed (listed in the report)"
+    elif report["evaluated"] == 0:
+        message = (f"no video could be evaluated: no dataset label matches a class of "
+                   f"{report['model']} (see unmatched_labels; --classmap sets the class names)")
+    else:
+        return EXIT_OK
+    print(f"streamclf: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_ERROR

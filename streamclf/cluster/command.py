@@ -1,0 +1,159 @@
+"""``streamclf cluster run``: the streams of a config on a Ray cluster, one event log.
+
+Registered in :mod:`streamclf.cli` (``add_parser`` builds the sub-command, ``run`` is its
+handler). Exit status: 0 after a clean end (deadline, every file done, or SIGINT/SIGTERM);
+1 on a user error (bad config, unreachable ``--address``, model or sources that cannot be
+loaded) or when a stream ended with an error (each printed on one line); 130 when
+interrupted while the actors were still starting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from streamclf.config import RunConfig
+from streamclf.errors import ConfigError
+from streamclf.sources import mask_credentials
+from streamclf.streams_config import StreamsConfig
+
+__all__ = ["add_parser", "run"]
+
+log = logging.getLogger("streamclf")
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``cluster`` (with its ``run`` action) to ``sub`` (an ``add_subparsers()``)."""
+    cluster: argparse.ArgumentParser = sub.add_parser(
+        "cluster", help="run streams on a Ray cluster",
+        description="Scale out over a Ray cluster: stream actors spread over the nodes, a "
+                    "pool of batching model actors, one event log on this machine.")
+    actions = cluster.add_subparsers(dest="cluster_command", required=True, metavar="ACTION")
+    p = actions.add_parser(
+        "run", help="classify the streams of a config on the cluster",
+        description="The streams of a multi-stream config (the `streamclf run --config` "
+                    "format) run as Ray actors; events from all of them go to one log.")
+    p.add_argument("--config", required=True, help="YAML config with a 'streams:' list (or "
+                   "a single 'source'); max_batch / max_wait_ms set the model batching")
+    p.add_argument("--address", default=None,
+                   help="auto (the cluster of `ray start` on this machine), HOST:PORT (the "
+                        "head's GCS) or ray://HOST:PORT (Ray Client); default: start a local "
+                        "Ray instance on 127.0.0.1")
+    p.add_argument("--events", default=None, help="JSON Lines event log (overrides the config)")
+    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    p.add_argument("--webhook", default=None, metavar="URL",
+                   help="also POST every event as JSON to this http(s) URL (non-blocking)")
+    p.add_argument("--webhook-timeout", type=float, default=2.0, metavar="S",
+                   help="timeout of one webhook POST (default 2)")
+    p.add_argument("--model-actors", type=int, default=1, metavar="N",
+                   help="model replicas (default 1); windows of every stream are batched")
+    p.add_argument("--model-cpus", type=float, default=1.0, metavar="C",
+                   help="CPUs reserved per model actor, also its inference threads (default 1)")
+    p.add_argument("--model-gpus", type=float, default=None, metavar="G",
+                   help="GPUs per model actor (default: 1 when the cluster has GPUs and the "
+                        "device is not cpu, else 0)")
+    p.add_argument("--stream-cpus", type=float, default=0.5, metavar="C",
+                   help="CPUs reserved per stream actor (capture + resize; default 0.5)")
+    p.add_argument("--num-cpus", type=int, default=None, metavar="N",
+                   help="CPUs of the local Ray instance (without --address; default: all)")
+    p.add_argument("--start-timeout", type=float, default=300.0, metavar="S",
+                   help="longest wait for the actors to be placed and loaded (default 300)")
+    p.add_argument("--quiet", action="store_true", default=None, help="no status lines")
+    return cluster
+
+
+def _positive(name: str, value: float | None, zero_ok: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not zero_ok)):
+        raise ConfigError(f"--{name} must be {'>= 0' if zero_ok else '> 0'}, got {value:g}")
+
+
+def _absolute(config: RunConfig) -> RunConfig:
+    """Paths that exist here become absolute: the actors do not run in this folder.
+    (On a multi-node cluster the files must be at the same path on every node.)"""
+    changes: dict[str, Any] = {}
+    for key in ("source", "weights", "classmap"):
+        value = getattr(config, key)
+        if isinstance(value, str) and value and "://" not in value and Path(value).exists():
+            changes[key] = str(Path(value).resolve())
+    for key in ("output", "display"):
+        if getattr(config, key):
+            log.warning("stream %s: cluster run ignores %r (no overlay on cluster actors)",
+                        config.stream_id, key)
+            changes[key] = None if key == "output" else False
+    return dataclasses.replace(config, **changes)
+
+
+def _load(args: argparse.Namespace) -> StreamsConfig:
+    from streamclf.streams_config import load_streams_config
+
+    for name in ("duration", "webhook_timeout", "model_cpus", "stream_cpus", "start_timeout"):
+        _positive(name.replace("_", "-"), getattr(args, name))
+    _positive("model-gpus", args.model_gpus, zero_ok=True)
+    for name in ("model_actors", "num_cpus"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    streams = load_streams_config(args.config, {"events": args.events, "duration": args.duration,
+                                                "quiet": args.quiet})
+    return dataclasses.replace(streams, streams=tuple(_absolute(c) for c in streams.streams))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handle ``streamclf cluster run``; returns the exit status (see the module doc)."""
+    from streamclf.cluster.connect import check_address, connect, disconnect
+    from streamclf.cluster.runner import ClusterOptions, ClusterRunner, Interrupted
+    from streamclf.cluster.webhook import WebhookForwarder, check_webhook_url
+    from streamclf.events import EventLog
+
+    streams = _load(args)
+    shared = streams.shared
+    if args.webhook:
+        check_webhook_url(args.webhook)
+    if args.address is not None:
+        check_address(args.address)  # before the event log is opened (and an old one rotated)
+    options = ClusterOptions(model_actors=args.model_actors, model_cpus=args.model_cpus,
+                             model_gpus=args.model_gpus, stream_cpus=args.stream_cpus,
+                             start_timeout_s=args.start_timeout)
+    events = EventLog(shared.events, max_bytes=shared.events_max_bytes)
+    webhook = None
+    connection = None
+    stop = threading.Event()
+    previous: dict[int, Any] = {}
+    try:
+        connection = connect(args.address, num_cpus=args.num_cpus)
+        log.info("ray: %s", connection.address)
+        if args.webhook:
+            webhook = WebhookForwarder(args.webhook, timeout_s=args.webhook_timeout)
+            webhook.start()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        status = None if shared.quiet else sys.stderr
+        runner = ClusterRunner(streams, options, events, webhook, stop, status)
+        try:
+            outcome = runner.run(shared.duration)
+        except Interrupted:
+            print("streamclf: interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        events.close()
+        if webhook is not None:
+            webhook.close(timeout_s=2.0)
+            log.info("webhook: %s", webhook.summary())
+            if webhook.failed or webhook.dropped:
+                log.warning("webhook %s: %s (last error: %s)", mask_credentials(args.webhook),
+                            webhook.summary(), webhook.last_error)
+        if connection is not None:
+            disconnect(connection)
+    for message in outcome.errors:
+        print(f"streamclf: error: stream {message}", file=sys.stderr, flush=True)
+    return EXIT_ERROR if outcome.errors else EXIT_OK

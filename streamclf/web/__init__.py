@@ -1,0 +1,10 @@
+"""The web view: live overlay (MJPEG), top-k, events (SSE), health and upload.
+
+``streamclf serve`` / ``streamclf run --web HOST:PORT``; see :mod:`streamclf.web.server`
+for the endpoints. Standard library only; importing this package loads no cv2 or torch.
+"""
+
+from streamclf.web.hub import WebHub
+from streamclf.web.server import TOKEN_ENV, WebServer, parse_bind
+
+__all__ = ["TOKEN_ENV", "WebHub", "WebServer", "parse_bind"]

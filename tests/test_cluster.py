@@ -1,0 +1,355 @@
+"""``streamclf cluster run`` and ``evaluate --engine ray`` on a real local Ray instance.
+
+One Ray instance on 127.0.0.1 (2 CPUs) is shared by the module's tests; the clips are real
+videos, looped; the model is x3d_xs with random weights. The batching queue and the
+webhook forwarder are also tested on their own, without Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamclf.cli import main
+from streamclf.cluster.messages import ClipRequest, ClipResult
+from streamclf.cluster.model_server import BatchingModel
+from streamclf.cluster.stream_worker import StreamWorker
+from streamclf.cluster.webhook import WebhookForwarder
+from streamclf.config import RunConfig
+from streamclf.events import read_events
+from tests.conftest import LOCAL_DATA, REPO
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+PREDICTION_FIELDS = {"window_start", "window_end", "latency_ms", "inference_ms", "labels",
+                     "scores", "raw_labels", "raw_scores", "stable_label"}
+TOTALS = {"frames", "windows", "drops", "skipped_windows"}
+
+
+# -- helpers -------------------------------------------------------------------------------
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/events", server.received  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def write_config(tmp_path: Path, *more_streams: str, **extra: Any) -> Path:
+    clip = LOCAL_DATA / "ta_chi.mp4"
+    lines = ["model: x3d_xs", "weights: random", "backend: torch", "device: cpu",
+             "max_batch: 4", "max_wait_ms: 30", "loop: true", "quiet: true",
+             *(f"{k}: {v}" for k, v in extra.items()),
+             "streams:", f"  - id: door\n    source: {clip}",
+             f"  - id: hall\n    source: {clip}\n    threshold: 0.3", *more_streams]
+    path = tmp_path / "cameras.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def check_log(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The one-log contract; returns each stream's events."""
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    by_stream: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_stream.setdefault(e["stream"], []).append(e)
+    assert set(by_stream) >= {"door", "hall"}
+    for stream in ("door", "hall"):
+        own = by_stream[stream]
+        assert own[0]["type"] == "source_opened" and own[0]["kind"] == "file"
+        assert own[-1]["type"] == "stopped", stream
+        preds = [e for e in own if e["type"] == "prediction"]
+        assert len(preds) >= 2, stream
+        for p in preds:
+            assert p.keys() >= PREDICTION_FIELDS
+            assert p["window_start"] < p["window_end"] < p["ts"]
+            assert p["latency_ms"] == pytest.approx((p["ts"] - p["window_end"]) * 1000, abs=0.1)
+            assert len(p["labels"]) == 5 and 1 <= p["batch"] <= 4
+        stopped = own[-1]
+        assert stopped.keys() >= TOTALS
+        assert stopped["windows"] == len(preds) and stopped["frames"] > 0
+        assert "error" not in stopped
+    return by_stream
+
+
+# -- without Ray -------------------------------------------------------------------------
+def test_batching_model_batches_concurrent_clips_and_reports_errors() -> None:
+    calls: list[int] = []
+
+    def infer(clips: Any) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(clips))
+        if len(calls) == 3:
+            raise RuntimeError("bad batch")
+        time.sleep(0.05)
+        probs = np.stack([np.full(3, float(c[0, 0, 0, 0])) for c in clips])
+        return probs, np.zeros((len(clips), 2))
+
+    model = BatchingModel(infer, max_batch=3, max_wait_s=0.05)
+    model.start()
+    results: dict[int, Any] = {}
+
+    def client(i: int) -> None:
+        clip = np.full((4, 2, 2, 3), i, np.uint8)
+        try:
+            results[i] = model.submit(ClipRequest(f"s{i}", clip, 0.0, 1.0, i), timeout_s=5)
+        except RuntimeError as exc:
+            results[i] = exc
+
+    try:
+        for _round in range(3):
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(5)
+    finally:
+        assert model.stop(2.0)
+    assert max(calls) == 3 and all(1 <= c <= 3 for c in calls)  # batched, never over max
+    ok = [r for r in results.values() if not isinstance(r, Exception)]
+    assert all(r.probs[0] == int(r.stream[1:]) for r in ok)  # each caller got its own row
+    with pytest.raises(Exception, match="stopping"):
+        model.submit(ClipRequest("late", np.zeros((4, 2, 2, 3), np.uint8), 0.0, 1.0))
+
+
+def test_webhook_never_blocks_counts_failures_and_drops() -> None:
+    with webhook_server() as (url, received):
+        hook = WebhookForwarder(url, queue_size=50)
+        hook.start()
+        for i in range(5):
+            assert hook.submit({"type": "prediction", "seq": i})
+        assert hook.close(2.0)
+    assert [r["seq"] for r in received] == list(range(5)) and hook.sent == 5
+    # Nothing listens on this port any more: every POST fails fast, is counted, and
+    # submitting never waits; a full queue drops.
+    dead = WebhookForwarder(url, queue_size=3, timeout_s=0.5)
+    t0 = time.monotonic()
+    accepted = [dead.submit({"seq": i}) for i in range(10)]  # not started: the queue fills
+    assert time.monotonic() - t0 < 0.5
+    assert accepted == [True] * 3 + [False] * 7 and dead.dropped == 7
+    dead.start()
+    assert dead.close(3.0)
+    assert dead.failed == 3 and dead.sent == 0 and "Connection" in (dead.last_error or "")
+
+
+def test_stream_worker_windows_a_real_clip_and_survives_a_failed_window() -> None:
+    """The stream side without Ray: a real clip read fast (every window), a model that
+    fails once; the stream goes on, ends its label and reports its totals."""
+    sent: list[ClipRequest] = []
+
+    def infer(request: ClipRequest, stop: threading.Event) -> ClipResult:
+        sent.append(request)
+        if len(sent) == 2:
+            raise RuntimeError("model actor lost")
+        return ClipResult(request.stream, request.index, np.array([0.9, 0.06, 0.04]), 5.0)
+
+    config = RunConfig(source=str(LOCAL_DATA / "ta_chi.mp4"), stream_id="door", pace="fast")
+    worker = StreamWorker(config, ("a", "b", "c"), infer)
+    worker.open()
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not worker.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    events = worker.stop().events
+    kinds = [e.type for e in events]
+    assert kinds[0] == "source_opened" and kinds[-2:] == ["label_end", "stopped"]
+    assert kinds.count("error") == 1 and kinds.count("label_start") == 1
+    preds = [e for e in events if e.type == "prediction"]
+    assert len(preds) == len(sent) - 1 >= 10  # 10 s clip, 0.8 s stride: every window
+    assert all(r.frames.shape == (4, 182, 182, 3) and r.frames.dtype == np.uint8 for r in sent)
+    assert preds[-1].fields["labels"][0] == "a" and preds[-1].fields["stable_label"] == "a"
+    stopped = events[-1].fields
+    assert stopped["windows"] == len(preds) and stopped["inference_errors"] == 1
+    assert stopped["frames"] == 300 and stopped["drops"] == 0
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: cannot reach the Ray cluster"),
+    (["--address", "nonsense"], "--address 'nonsense': use auto, HOST:PORT"),
+    (["--webhook", "ftp://x/y"], "--webhook 'ftp://x/y': use an http:// or https:// URL"),
+    (["--model-actors", "0"], "--model-actors must be >= 1"),
+])
+def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  args: list[str], needle: str) -> None:
+    status = main(["cluster", "run", "--config", str(write_config(tmp_path)), *args])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.count("\n") == 1 and err.startswith("streamclf: error: ") and needle in err
+
+
+def test_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["cluster", "run", "--config", str(write_config(tmp_path, colour="red"))])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "unknown config key 'colour'" in err
+
+
+# -- on Ray --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """A local Ray instance on 127.0.0.1 with 2 CPUs, shared by this module's tests."""
+    if not HAVE_RAY:
+        pytest.skip("Ray is not installed (pip install 'streamclf[cluster]')")
+    from streamclf.cluster.connect import connect
+
+    connect(None, num_cpus=2, log_to_driver=False)
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:")
+    yield address
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_two_streams_one_log_and_the_webhook(
+    tmp_path: Path, ray_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events_path = tmp_path / "events.jsonl"
+    config = write_config(tmp_path, f"  - id: gone\n    source: {tmp_path / 'missing.mp4'}")
+    with webhook_server() as (url, received):
+        status = main(["cluster", "run", "--config", str(config), "--stream-cpus", "0.3",
+                       "--events", str(events_path), "--duration", "6", "--webhook", url])
+    # The camera that cannot open is logged and makes the exit status 1; the others ran.
+    assert status == 1
+    assert "streamclf: error: stream gone: " in capsys.readouterr().err
+    events = read_events(events_path)
+    by_stream = check_log(events)
+    gone = by_stream.pop("gone")
+    assert [e["type"] for e in gone] == ["error", "stopped"] and gone[0]["where"] == "open"
+    assert "missing.mp4" in gone[1]["error"] and gone[1]["windows"] == 0
+    # Windows of both streams shared model calls at least once (max_batch 4, wait 30 ms).
+    assert any(e.get("batch", 1) > 1 for e in events)
+    assert received == events  # every event, as written, in order
+    assert sum(e["type"] == "stopped" for e in events) == 3
+    assert all(own[-1]["latency_ms_p50"] > 0 for own in by_stream.values())
+
+
+@pytest.mark.slow
+def test_sigint_stops_in_seconds_when_joining_a_running_cluster(
+    tmp_path: Path, ray_address: str
+) -> None:
+    events_path = tmp_path / "events.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamclf", "cluster", "run", "--config",
+         str(write_config(tmp_path)), "--address", ray_address, "--events", str(events_path)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(events_path, {"door": 2, "hall": 2}, timeout_s=90)
+        assert proc.poll() is None, proc.communicate()[1]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, err
+    assert took < 5.0
+    check_log(read_events(events_path))
+    import ray
+
+    assert ray.is_initialized()  # the run left the cluster it joined running
+
+
+def wait_for(path: Path, want: dict[str, int], timeout_s: float = 60) -> list[dict[str, Any]]:
+    """Events of ``path`` once each stream in ``want`` has that many predictions."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events = read_events(path) if path.exists() else []
+        preds = [e["stream"] for e in events if e["type"] == "prediction"]
+        if all(preds.count(sid) >= n for sid, n in want.items()):
+            return events
+        time.sleep(0.2)
+    raise AssertionError(f"no {want} predictions within {timeout_s} s")
+
+
+@pytest.mark.slow
+def test_a_crashed_model_actor_is_restarted_and_the_streams_go_on(
+    tmp_path: Path, ray_address: str
+) -> None:
+    import ray
+
+    from streamclf.cluster.runner import ClusterOptions, ClusterRunner
+    from streamclf.events import EventLog
+    from streamclf.streams_config import load_streams_config
+
+    path = tmp_path / "events.jsonl"
+    streams = load_streams_config(write_config(tmp_path), {"events": str(path)})
+    stop = threading.Event()
+    with EventLog(path) as log:
+        runner = ClusterRunner(streams, ClusterOptions(), log, stop=stop)
+        outcome: list[Any] = []
+        thread = threading.Thread(target=lambda: outcome.append(runner.run(60.0)))
+        thread.start()
+        try:
+            before = wait_for(path, {"door": 2, "hall": 2})
+            ray.kill(runner.models[0], no_restart=False)  # a crash: Ray restarts it
+            counts = {sid: sum(e["type"] == "prediction" and e["stream"] == sid
+                               for e in before) for sid in ("door", "hall")}
+            wait_for(path, {sid: n + 2 for sid, n in counts.items()})
+        finally:
+            stop.set()
+            thread.join(15)
+    assert not thread.is_alive() and outcome[0].interrupted and not outcome[0].errors
+    events = read_events(path)
+    check_log(events)
+    errors = [e for e in events if e["type"] == "error"]
+    assert errors and all(e["where"] == "inference" and "model actor 0 unavailable"
+                          in e["message"] for e in errors)  # windows during the restart
+
+
+@pytest.mark.slow
+def test_evaluate_on_ray_equals_the_local_engine(
+    tmp_path: Path, ray_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [("ta_chi.mp4", "tai chi"), ("rotated_90.mov", "dancing ballet"),
+            ("corrupted.mp4", "riding a bike"), ("ta_chi.mp4", "Tai_Chi")]
+    data = tmp_path / "set.csv"
+    data.write_text("path,label\n" + "".join(f"{LOCAL_DATA / p},{lab}\n" for p, lab in rows))
+    reports, err = {}, {}
+    for engine in ("local", "ray"):
+        main(["-v", "evaluate", str(data), "--weights", "random", "--threads", "1", "--quiet",
+              "--engine", engine, "--report", str(tmp_path / f"{engine}.json"),
+              "--predictions", str(tmp_path / f"{engine}.jsonl")])
+        err[engine] = capsys.readouterr().err
+        reports[engine] = json.loads((tmp_path / f"{engine}.json").read_text())
+        for key in ("elapsed_s", "videos_per_s"):
+            reports[engine].pop(key)
+    assert "evaluating 4 videos on 2 Ray actor(s)" in err["ray"]  # 1 CPU each of the 2
+    assert reports["ray"] == reports["local"]
+    assert reports["local"]["predicted"] == 3 and len(reports["local"]["failed"]) == 1
+    local = (tmp_path / "local.jsonl").read_text()
+    assert local and (tmp_path / "ray.jsonl").read_text() == local

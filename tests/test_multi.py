@@ -1,0 +1,192 @@
+"""Several streams on one batching inference worker: batching, fairness, add/remove at run
+time (web API and SIGHUP reload), and the CLI."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamclf.backends import FakeBackend
+from streamclf.config import RunConfig
+from streamclf.events import EventLog, read_events
+from streamclf.models import get_spec
+from streamclf.multi_pipeline import MultiStreamPipeline
+from streamclf.multi_run import StreamController
+from streamclf.sources import open_source
+from streamclf.web import WebHub, WebServer
+from tests.conftest import REPO
+
+LABELS = ("walking", "running", "waving")
+
+
+def open_parts(config: RunConfig) -> tuple[Any, list[Any], float, Any]:
+    """open_stream_parts for synthetic sources, without sinks: opens at once (a bad spec
+    fails the add), the capture thread's first open takes that source."""
+    first = [open_source(config.source, live=True)]
+
+    def factory() -> Any:
+        return first.pop() if first else open_source(config.source, live=True)
+
+    return factory, [], 30.0, lambda: [s.close() for s in first]
+
+
+def build(tmp_path: Path, ids: list[str], delay_s: float, max_batch: int = 4,
+          max_wait_ms: float = 10.0) -> tuple[MultiStreamPipeline, FakeBackend]:
+    backend = FakeBackend(labels=LABELS, script=[[0.6, 0.3, 0.1]], delay_s=delay_s)
+    events = EventLog(tmp_path / "ev.jsonl")
+    multi = MultiStreamPipeline(get_spec("x3d_xs"), backend, events, max_batch, max_wait_ms,
+                                open_stream=open_parts)
+    multi.shared = RunConfig(source="synthetic", quiet=True, stride=0.1)
+    for sid in ids:
+        multi.add_stream(RunConfig(source="synthetic:320x240@30", stream_id=sid, quiet=True,
+                                   stride=0.1))
+    return multi, backend
+
+
+def check_log(path: Path, ids: set[str]) -> list[dict[str, Any]]:
+    events = read_events(path)
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    stopped = {e["stream"]: e for e in events if e["type"] == "stopped"}
+    assert set(stopped) == ids
+    for sid, e in stopped.items():
+        windows = sum(1 for p in events if p["type"] == "prediction" and p["stream"] == sid)
+        assert e["windows"] == windows and e["frames"] > 0
+        last = max(i for i, p in enumerate(events) if p["stream"] == sid)
+        assert events[last]["type"] == "stopped"  # nothing of a stream after its `stopped`
+    return events
+
+
+def test_saturated_streams_share_batches_fairly(tmp_path: Path) -> None:
+    """Four live streams wanting 10 clips/s each, a model that takes 80 ms per call: the
+    worker batches across streams and every stream gets its share."""
+    ids = ["a", "b", "c", "d"]
+    multi, backend = build(tmp_path, ids, delay_s=0.08)
+    result = multi.run(duration_s=4.0)
+    assert result.error is None
+    events = check_log(tmp_path / "ev.jsonl", set(ids))
+    per_stream = Counter(e["stream"] for e in events if e["type"] == "prediction")
+    assert min(per_stream.values()) >= 0.7 * max(per_stream.values()), per_stream
+    assert backend.clips / backend.calls > 2.0  # batched: more clips than model calls
+    assert multi.worker.batches == backend.calls
+    # One call per window would cap the total at 1 / 0.08 s = 12.5 clips/s.
+    assert sum(per_stream.values()) / 4.0 > 15
+
+
+def test_one_at_a_time_when_max_batch_is_1(tmp_path: Path) -> None:
+    multi, backend = build(tmp_path, ["a", "b"], delay_s=0.02, max_batch=1)
+    multi.run(duration_s=3.0)
+    assert backend.calls == backend.clips > 0
+    check_log(tmp_path / "ev.jsonl", {"a", "b"})
+
+
+def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_add_and_remove_streams_over_http(tmp_path: Path) -> None:
+    multi, _ = build(tmp_path, ["a", "b"], delay_s=0.01)
+    hub = WebHub()
+    server = WebServer(hub, "127.0.0.1", 0)
+    controller = StreamController(multi, None, {}, server)
+    multi.on_add = controller.attach
+    for sid in multi.stream_ids:
+        controller.attach(multi.stream(sid))
+    server.controller = controller
+    server.start()
+    runner = threading.Thread(target=multi.run, kwargs={"duration_s": 6.0}, daemon=True)
+    runner.start()
+    try:
+        time.sleep(1.0)
+        status, body = request(server.port, "POST", "/api/streams",
+                               {"id": "c", "source": "synthetic:160x120@30"})
+        assert status == 201 and body["streams"] == ["a", "b", "c"]
+        assert request(server.port, "POST", "/api/streams",
+                       {"id": "c", "source": "synthetic"})[0] == 400  # id taken
+        assert request(server.port, "POST", "/api/streams",
+                       {"id": "x", "source": "synthetic", "model": "x3d_m"})[0] == 400
+        assert request(server.port, "POST", "/api/streams",
+                       {"id": "y", "source": "nope://x"})[0] == 400
+        time.sleep(1.5)
+        status, body = request(server.port, "DELETE", "/api/streams/a")
+        assert status == 200 and body["removed"] == "a" and body["windows"] > 0
+        assert request(server.port, "DELETE", "/api/streams/a")[0] == 404
+        assert request(server.port, "GET", "/api/streams")[1] == {"streams": ["b", "c"]}
+        removed_at = time.time()
+        time.sleep(1.0)
+        health = request(server.port, "GET", "/api/status")[1]["streams"]
+        assert set(health) == {"b", "c"} and health["c"]["windows"] > 0
+    finally:
+        multi.request_stop()
+        runner.join(10)
+        server.stop()
+    events = check_log(tmp_path / "ev.jsonl", {"a", "b", "c"})
+    later = [e for e in events if e["type"] == "prediction" and e["ts"] > removed_at + 0.2]
+    assert {e["stream"] for e in later} == {"b", "c"}  # the others kept going
+
+
+@pytest.mark.slow
+def test_cli_runs_a_streams_config_and_reloads_on_sighup(tmp_path: Path) -> None:
+    """`streamclf run --config` with a `streams:` list and a real model; SIGHUP applies an
+    edited config (one stream removed, one added) without touching the third."""
+    config = tmp_path / "cams.yaml"
+    events = tmp_path / "ev.jsonl"
+
+    def write(ids: list[str]) -> None:
+        items = "".join(f"  - id: {i}\n    source: synthetic:320x240@30\n" for i in ids)
+        config.write_text(f"weights: random\nbackend: torch\nstride: 0.5\nquiet: true\n"
+                          f"max_batch: 2\nstreams:\n{items}")
+
+    write(["keep", "drop"])
+    proc = subprocess.Popen([sys.executable, "-m", "streamclf", "run", "--config", str(config),
+                             "--events", str(events)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        def predictions() -> Counter[str]:
+            if not events.exists():
+                return Counter()
+            return Counter(e["stream"] for e in read_events(events)
+                           if e["type"] == "prediction")
+
+        deadline = time.monotonic() + 60
+        while min(predictions().get("keep", 0), predictions().get("drop", 0)) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        write(["keep", "new"])
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while predictions().get("new", 0) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    log = check_log(events, {"keep", "drop", "new"})
+    opened = [e["stream"] for e in log if e["type"] == "source_opened"]
+    assert opened.count("keep") == 1  # never restarted
+    drop_stop = next(i for i, e in enumerate(log) if e["type"] == "stopped"
+                     and e["stream"] == "drop")
+    new_open = next(i for i, e in enumerate(log) if e["type"] == "source_opened"
+                    and e["stream"] == "new")
+    keep_after = [e for e in log[drop_stop:] if e["type"] == "prediction"
+                  and e["stream"] == "keep"]
+    assert drop_stop < new_open and keep_after

@@ -1,0 +1,423 @@
+"""The web view over real HTTP on 127.0.0.1: hub, endpoints, token, upload, shutdown."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamclf.backends import FakeBackend
+from streamclf.config import RunConfig
+from streamclf.errors import ConfigError, DataError
+from streamclf.events import EventLog, make_event, read_events
+from streamclf.models import get_spec
+from streamclf.pipeline import StreamPipeline
+from streamclf.sources import SyntheticSource
+from streamclf.web import WebHub, WebServer, parse_bind
+from streamclf.web.attach import attach_pipeline
+from streamclf.web.uploads import ClassifyService, parse_upload
+
+SECRET = "S3cretPW"
+
+
+# -- helpers -------------------------------------------------------------------------------
+def request(server: WebServer, path: str, method: str = "GET", body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def multipart(data: bytes, filename: str, field: str = "file") -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def read_mjpeg_frames(server: WebServer, path: str, count: int) -> list[bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    assert resp.status == 200
+    ctype = resp.getheader("Content-Type") or ""
+    assert ctype.startswith("multipart/x-mixed-replace; boundary=")
+    boundary = ctype.split("boundary=")[1].encode()
+    frames = []
+    while len(frames) < count:
+        line = resp.fp.readline()
+        if line.strip() != b"--" + boundary:
+            continue
+        headers = {}
+        while (h := resp.fp.readline().strip()):
+            key, _, value = h.decode().partition(":")
+            headers[key.lower()] = value.strip()
+        assert headers["content-type"] == "image/jpeg"
+        frames.append(resp.fp.read(int(headers["content-length"])))
+    conn.close()
+    return frames
+
+
+def read_sse(server: WebServer, path: str, count: int) -> list[dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type", "").startswith("text/event-stream")
+    events = []
+    while len(events) < count:
+        line = resp.fp.readline().decode()
+        if line.startswith("data: "):
+            events.append(json.loads(line[6:]))
+    conn.close()
+    return events
+
+
+@pytest.fixture
+def hub() -> WebHub:
+    hub = WebHub()
+    hub.add_stream("cam0", lambda: {"input_fps": 30.0, "source_state": "live"})
+    hub.add_stream("cam1", lambda: {"input_fps": 15.0, "source_state": "lost"})
+    return hub
+
+
+@pytest.fixture
+def server(hub: WebHub) -> Iterator[WebServer]:
+    srv = WebServer(hub, "127.0.0.1", 0).start()
+    yield srv
+    srv.stop()
+
+
+def jpeg(value: int) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.full((24, 32, 3), value, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def publish_frames(hub: WebHub, stream: str, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        i = 0
+        while not stop.is_set():
+            hub.publish_frame(stream, jpeg(i % 250))
+            i += 1
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+# -- hub -----------------------------------------------------------------------------------
+def test_hub_frames_wait_and_time_out(hub: WebHub) -> None:
+    t0 = time.monotonic()
+    assert hub.next_frame("cam0", 0, 0.2) is None
+    assert 0.15 < time.monotonic() - t0 < 1.0
+    hub.publish_frame("cam0", b"a")
+    assert hub.next_frame("cam0", 0, 0.1) == (1, b"a")
+    assert hub.next_frame("cam0", 1, 0.05) is None
+    assert hub.next_frame("nope", 0, 0.05) is None
+    hub.close()
+    t0 = time.monotonic()
+    assert hub.next_frame("cam0", 1, 5.0) is None
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_hub_events_backlog_filter_and_bounded_queue(hub: WebHub) -> None:
+    for i in range(3):
+        hub.publish_event({"type": "prediction", "stream": "cam0", "seq": i})
+    everything = hub.subscribe()
+    only_cam1 = hub.subscribe("cam1")
+    assert [everything.get(0.1)["seq"] for _ in range(3)] == [0, 1, 2]  # backlog
+    assert only_cam1.get(0.05) is None
+    hub.publish_event({"type": "source_lost", "stream": "cam1", "seq": 3})
+    assert only_cam1.get(0.1)["type"] == "source_lost"
+    for i in range(2000):  # a reader that never reads: its queue stays bounded
+        hub.publish_event({"type": "prediction", "stream": "cam0", "seq": 4 + i})
+    assert len(everything._queue) == 500
+    assert everything.get(0.1)["seq"] == 2003 - 499  # the oldest were dropped
+    everything.close()
+    only_cam1.close()
+    assert hub._subscribers == []
+
+
+def test_parse_bind() -> None:
+    assert parse_bind("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_bind(":9000") == ("127.0.0.1", 9000)
+    assert parse_bind("[::1]:80") == ("::1", 80)
+    for bad in ("host:port", "127.0.0.1:70000", ""):
+        with pytest.raises(ConfigError, match="--web"):
+            parse_bind(bad)
+
+
+# -- endpoints -----------------------------------------------------------------------------
+def test_page_status_and_unknown_paths(server: WebServer) -> None:
+    status, headers, body = request(server, "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    for needle in (b'id="video"', b"stream.mjpg", b"EventSource", b"api/status", b"api/classify"):
+        assert needle in body
+    status, _, body = request(server, "/api/status")
+    data = json.loads(body)
+    assert status == 200
+    assert data["streams"] == {"cam0": {"input_fps": 30.0, "source_state": "live"},
+                               "cam1": {"input_fps": 15.0, "source_state": "lost"}}
+    assert data["upload"] is False
+    assert request(server, "/nope")[0] == 404
+    assert request(server, "/api/status", method="POST", body=b"")[0] == 405
+    assert request(server, "/api/classify", method="POST", body=b"x")[0] == 503
+
+
+def test_mjpeg_streams_frames_of_the_selected_stream(hub: WebHub, server: WebServer) -> None:
+    stop = threading.Event()
+    threads = [publish_frames(hub, "cam0", stop)]
+    hub.publish_frame("cam1", jpeg(200))
+    try:
+        frames = read_mjpeg_frames(server, "/stream.mjpg", 3)
+        assert len(set(frames)) == 3  # new frames, not the same one again
+        import cv2
+
+        first = cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR)
+        assert first.shape == (24, 32, 3)
+        cam1 = read_mjpeg_frames(server, "/stream.mjpg?stream=cam1", 1)[0]
+        assert cam1 == jpeg(200)
+        status, _, body = request(server, "/stream.mjpg?stream=cam9")
+        assert status == 404 and json.loads(body)["streams"] == ["cam0", "cam1"]
+        # The viewer count drops once a write to the departed client fails, so the
+        # producer stops encoding for nobody.
+        deadline = time.monotonic() + 5
+        while hub.has_viewers("cam0") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not hub.has_viewers("cam0")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(2)
+
+
+def test_sse_carries_event_log_objects(hub: WebHub, server: WebServer, tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "ev.jsonl")
+    hub.publish_event(log.write(make_event("source_opened", "cam0", source="x")))
+
+    def later() -> None:
+        time.sleep(0.3)
+        hub.publish_event(log.write(make_event("prediction", "cam1", labels=["a"],
+                                               scores=[0.5])))
+        hub.publish_event(log.write(make_event("label_start", "cam0", label="a", score=0.5)))
+
+    threading.Thread(target=later, daemon=True).start()
+    got = read_sse(server, "/events", 3)
+    log.close()
+    assert got == read_events(tmp_path / "ev.jsonl")  # the same objects as the log
+    hub.publish_event({"type": "error", "stream": "cam1", "seq": 9})
+    only = read_sse(server, "/events?stream=cam1", 2)
+    assert [e["stream"] for e in only] == ["cam1", "cam1"]
+
+
+def test_stop_ends_streaming_responses_promptly(hub: WebHub) -> None:
+    server = WebServer(hub, "127.0.0.1", 0).start()
+    clients = []
+    for path in ("/stream.mjpg", "/events"):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", path)
+        clients.append((conn, conn.getresponse()))
+    t0 = time.monotonic()
+    assert server.stop(timeout_s=2.0)
+    assert time.monotonic() - t0 < 2.0
+    for conn, resp in clients:
+        resp.read()  # the server ended the response: read returns instead of hanging
+        conn.close()
+
+
+# -- token ---------------------------------------------------------------------------------
+def test_non_loopback_bind_needs_a_token(hub: WebHub) -> None:
+    with pytest.raises(ConfigError, match=r"needs a token.*--token.*STREAMCLF_TOKEN"):
+        WebServer(hub, "0.0.0.0", 0)
+
+
+def test_token_is_required_on_every_endpoint(hub: WebHub) -> None:
+    token = "tok-" + uuid.uuid4().hex
+    server = WebServer(hub, "0.0.0.0", 0, token=token).start()  # reached via 127.0.0.1 only
+    try:
+        for path in ("/", "/api/status", "/stream.mjpg", "/events", "/api/status?token=wrong"):
+            status, _, body = request(server, path)
+            assert status == 401, path
+            assert token.encode() not in body
+        assert request(server, "/api/classify", "POST", b"x")[0] == 401
+        assert request(server, "/api/status",
+                       headers={"Authorization": f"Bearer {token}"})[0] == 200
+        assert request(server, "/api/status", headers={"Authorization": "Bearer x"})[0] == 401
+        status, headers, _ = request(server, f"/?token={token}")
+        assert status == 200
+        cookie = headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert request(server, "/api/status", headers={"Cookie": cookie.split(";")[0]})[0] == 200
+        assert request(server, "/api/status", headers={"Cookie": "streamclf_token=no"})[0] == 401
+    finally:
+        server.stop()
+
+
+def test_taken_port_is_a_config_error(server: WebServer, hub: WebHub) -> None:
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{server.port}"):
+        WebServer(hub, "127.0.0.1", server.port)
+
+
+# -- upload --------------------------------------------------------------------------------
+def test_parse_upload() -> None:
+    body, ctype = multipart(b"\x00\x01video", "clip.mp4")
+    assert parse_upload(ctype, body) == ("clip.mp4", b"\x00\x01video")
+    with pytest.raises(DataError, match="multipart/form-data"):
+        parse_upload("application/json", body)
+    with pytest.raises(DataError, match="no 'file' field"):
+        parse_upload(*reversed(multipart(b"x", "a.mp4", field="other")))
+    with pytest.raises(DataError, match="empty"):
+        parse_upload(*reversed(multipart(b"", "a.mp4")))
+
+
+@pytest.fixture(scope="module")
+def classify_service() -> ClassifyService:
+    from streamclf.classify import ActionClassifier
+
+    return ClassifyService(lambda: ActionClassifier("x3d_xs", "random", device="cpu"))
+
+
+def test_upload_classifies_a_real_video(hub: WebHub, tai_chi_clip: Path,
+                                        corrupted_clip: Path,
+                                        classify_service: ClassifyService) -> None:
+    from streamclf.classify import ActionClassifier
+
+    server = WebServer(hub, "127.0.0.1", 0, classifier=classify_service,
+                       max_upload_mb=1.0).start()
+    try:
+        body, ctype = multipart(tai_chi_clip.read_bytes(), tai_chi_clip.name)
+        status, _, out = request(server, "/api/classify", "POST", body, {"Content-Type": ctype})
+        assert status == 200, out
+        result = json.loads(out)
+        expected = ActionClassifier("x3d_xs", "random", device="cpu").classify_file(tai_chi_clip)
+        assert result["labels"] == expected.labels
+        assert result["scores"] == pytest.approx(expected.scores, abs=1e-4)
+        assert result["model"] == "x3d_xs" and result["file"] == tai_chi_clip.name
+
+        body, ctype = multipart(corrupted_clip.read_bytes(), "bad.mp4")
+        status, _, out = request(server, "/api/classify", "POST", body, {"Content-Type": ctype})
+        assert status == 400
+        error = json.loads(out)["error"]
+        assert "bad.mp4" in error and "streamclf-upload-" not in error
+
+        body, ctype = multipart(b"\x00" * (2 * 1024 * 1024), "big.mp4")
+        status, _, out = request(server, "/api/classify", "POST", body, {"Content-Type": ctype})
+        assert status == 413 and "1 MB" in json.loads(out)["error"]
+    finally:
+        server.stop()
+
+
+# -- a pipeline in the web view ------------------------------------------------------------
+def test_pipeline_attached_to_the_web_view(tmp_path: Path) -> None:
+    """A live synthetic stream through a real pipeline: health, events and overlay frames
+    reach the HTTP endpoints, and the source's password never does."""
+    source = f"rtsp://admin:{SECRET}@127.0.0.1:8554/cam"
+    config = RunConfig(source=source, stream_id="door", events=str(tmp_path / "ev.jsonl"),
+                       quiet=True, stride=0.2)
+    backend = FakeBackend(labels=("walking", "running", "waving"),
+                          script=[[0.7, 0.2, 0.1]])
+    pipeline = StreamPipeline(config, get_spec("x3d_xs"), backend,
+                              lambda: SyntheticSource(320, 240, 30.0, live=True),
+                              EventLog(config.events))
+    hub = WebHub()
+    attach_pipeline(hub, pipeline)
+    server = WebServer(hub, "127.0.0.1", 0).start()
+    runner = threading.Thread(target=pipeline.run, kwargs={"duration_s": 4.0}, daemon=True)
+    runner.start()
+    try:
+        events = read_sse(server, "/events?stream=door", 3)
+        assert events[0]["type"] == "source_opened"
+        assert any(e["type"] == "prediction" for e in events)
+        frames = read_mjpeg_frames(server, "/stream.mjpg?stream=door", 2)
+        import cv2
+
+        image = cv2.imdecode(np.frombuffer(frames[-1], np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (240, 320, 3)
+        body = request(server, "/api/status")[2]
+        health = json.loads(body)["streams"]["door"]
+        assert health["source_state"] == "live" and health["labels"][0] == "walking"
+        assert health["input_fps"] > 20 and health["windows"] >= 1
+        assert SECRET not in body.decode() and "admin:***@" in health["source"]
+    finally:
+        runner.join(10)
+        server.stop()
+    assert not runner.is_alive()
+    assert SECRET not in (tmp_path / "ev.jsonl").read_text()
+    assert read_events(tmp_path / "ev.jsonl")[-1]["type"] == "stopped"
+
+
+# -- command line --------------------------------------------------------------------------
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--web", "0.0.0.0:0"], "needs a token: pass --token TOKEN or set $STREAMCLF_TOKEN"),
+    (["--web", "localhost:http"], "expected HOST:PORT"),
+])
+def test_run_web_bad_bind_is_one_line(extra: list[str], needle: str, tai_chi_clip: Path,
+                                      capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamclf.cli import main
+
+    monkeypatch.delenv("STREAMCLF_TOKEN", raising=False)
+    status = main(["run", "--source", str(tai_chi_clip), "--weights", "random", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0]
+
+
+def test_run_web_serves_while_the_run_lasts(tai_chi_clip: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --web`` with a token from the environment: the page answers during the run,
+    and the server is gone when the run ends."""
+    import socket
+
+    from streamclf.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    seen: dict[str, Any] = {}
+
+    def poll() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "status" not in seen:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/api/status", headers={"Authorization": "Bearer tk"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read())
+                if body["streams"].get("cam0", {}).get("windows", 0) >= 1:
+                    seen["status"] = body
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    monkeypatch.setenv("STREAMCLF_TOKEN", "tk")
+    status = main(["run", "--source", str(tai_chi_clip), "--weights", "random",
+                   "--backend", "torch", "--pace", "fast", "--quiet",
+                   "--events", str(tmp_path / "ev.jsonl"), "--web", f"127.0.0.1:{port}"])
+    poller.join(5)
+    assert status == 0
+    assert seen["status"]["model"] == "x3d_xs"
+    assert f"web view on http://127.0.0.1:{port}/" in capsys.readouterr().err
+    with pytest.raises(OSError):
+        http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/")

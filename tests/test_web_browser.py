@@ -1,0 +1,116 @@
+"""The web view in a real headless Chromium (Debian ``chromium``, driven by playwright),
+served by a real ``streamclf serve`` process streaming a real clip."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed "
+                       "(.ci/run installs it with apt-get install chromium)"),
+]
+
+
+@pytest.fixture
+def serve(tmp_path: Path, tai_chi_clip: Path) -> Iterator[tuple[str, Path]]:
+    """``streamclf serve`` on a looping real clip; yields (url, event log)."""
+    events, log = tmp_path / "events.jsonl", tmp_path / "serve.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamclf", "serve", "--port", "0", "--source",
+             str(tai_chi_clip), "--loop", "--weights", "random", "--backend", "torch",
+             "--events", str(events), "--stream-id", "hall"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"web view on (http://127\.0\.0\.1:\d+/)", log.read_text())
+            url = found.group(1) if found else None
+            time.sleep(0.1)
+        assert url, f"serve did not start (exit {proc.poll()}): {log.read_text()}"
+        yield url, events
+    finally:
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            pytest.fail("streamclf serve did not stop within 10 s of SIGINT")
+    assert proc.returncode == 0, log.read_text()
+    assert time.monotonic() - t0 < 3.0
+
+
+def test_page_in_headless_chromium(serve: tuple[str, Path], tai_chi_clip: Path,
+                                   tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e .[dev])")
+    url, _ = serve
+    shot = Path(os.environ.get("STREAMCLF_SCREENSHOT_DIR", tmp_path)) / "web-view.png"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url, wait_until="domcontentloaded")
+
+            # The video element shows the MJPEG overlay, and it keeps changing.
+            page.wait_for_function(
+                "() => document.getElementById('video').naturalWidth > 0", timeout=60_000)
+            grab = """() => { const img = document.getElementById('video');
+                const c = document.createElement('canvas');
+                c.width = img.naturalWidth; c.height = img.naturalHeight;
+                const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                const d = g.getImageData(0, 0, c.width, c.height).data;
+                let h = 0; for (let i = 0; i < d.length; i += 97) h = (h * 31 + d[i]) | 0;
+                return [c.width, c.height, h]; }"""
+            width, height, first = page.evaluate(grab)
+            assert (width, height) == (340, 256)  # the clip's own size, overlay drawn on it
+            page.wait_for_function(f"() => ({grab})()[2] !== {first}", timeout=15_000)
+
+            # Live events arrive over SSE; a prediction fills the top-k bars.
+            page.wait_for_selector("#events li.prediction", timeout=30_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('#topk .bar').length === 5", timeout=30_000)
+            assert page.locator("#events li.source_opened").count() >= 1
+
+            # Health from /api/status.
+            page.wait_for_function(
+                "() => document.getElementById('health').innerText.includes('input_fps')",
+                timeout=10_000)
+            health = page.inner_text("#health")
+            assert "source_state\tlive" in health and "hall" in page.inner_text("#stream-select")
+
+            # Upload a real video and get labels back.
+            page.set_input_files("#upload-file", str(tai_chi_clip))
+            page.click("#upload-form button")
+            page.wait_for_function(
+                "() => document.querySelectorAll('#upload-bars .bar').length === 5",
+                timeout=60_000)
+            assert f"{tai_chi_clip.name}: x3d_xs" in page.inner_text("#upload-status")
+
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            assert errors == []
+        finally:
+            browser.close()
