@@ -18,6 +18,7 @@ from streamclf import __version__, cli_evaluate, cli_run
 from streamclf.cli_run import default_demo_clip
 from streamclf.cluster import command as cluster_command
 from streamclf.errors import DataError, StreamclfError
+from streamclf.sources import mask_credentials
 from streamclf.train import command as train_command
 
 __all__ = ["build_parser", "console_main", "main"]
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="S", help="first reconnect wait, doubled per failure (default 1)")
     run.add_argument("--backoff-max", dest="backoff_max_s", type=float, default=None,
                      metavar="S", help="longest reconnect wait (default 30)")
+    run.add_argument("--backoff-jitter", dest="backoff_jitter", type=float, default=None,
+                     metavar="F", help="each reconnect wait is multiplied by a random factor "
+                     "in 1 +- F, so cameras lost together do not reconnect in step (default 0.2)")
     from streamclf.web.command import add_serve_parser, add_web_flags
 
     add_web_flags(run)
@@ -143,9 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _MaskingFormatter(logging.Formatter):
+    """Hides URL credentials in every log line, whichever module wrote it (defence in depth:
+    the modules mask what they log, this catches what a library or an exception text adds)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_credentials(super().format(record))
+
+
 def _configure_logging(verbose: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="streamclf: %(levelname)s: %(message)s", force=True)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_MaskingFormatter("streamclf: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     if not debug:
         # FFmpeg prints decoder complaints straight to stderr; streamclf reports
         # corrupt input itself in one line. --debug keeps FFmpeg's own messages.
@@ -194,7 +208,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
                 num_samples=args.num_samples, time_step=args.time_step,
             )
         except (DataError, ValueError) as exc:
-            print(f"streamclf: error: {exc}", file=sys.stderr, flush=True)
+            print(f"streamclf: error: {mask_credentials(str(exc))}", file=sys.stderr, flush=True)
             status = EXIT_ERROR
             continue
         if args.json:
@@ -274,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamclfError as exc:
         if args.debug:
             raise
-        print(f"streamclf: error: {exc}", file=sys.stderr, flush=True)
+        print(f"streamclf: error: {mask_credentials(str(exc))}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("streamclf: interrupted", file=sys.stderr, flush=True)
@@ -282,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line unless --debug
         if args.debug:
             raise
-        print(f"streamclf: internal error: {type(exc).__name__}: {exc} "
+        print(f"streamclf: internal error: {type(exc).__name__}: {mask_credentials(str(exc))} "
               "(rerun with --debug for the traceback)", file=sys.stderr, flush=True)
         return EXIT_ERROR
 

@@ -60,7 +60,7 @@ RUN_KEYS = ("source", "stream_id", "model", "weights", "device", "backend", "pre
              "classmap", "stride", "topk",
              "smooth", "threshold", "pace", "loop", "transport", "display", "output", "events",
              "duration", "threads", "quiet", "max_reconnects", "backoff_initial_s",
-             "backoff_max_s")
+             "backoff_max_s", "backoff_jitter")
 
 
 def run_pipeline(config: RunConfig, web: WebServer | None = None) -> int:

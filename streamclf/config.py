@@ -52,7 +52,8 @@ class RunConfig:
     read_timeout_ms: int = 3000
     max_reconnects: int | None = None  # failed reconnects in a row before giving up; None = never
     backoff_initial_s: float = 1.0  # first wait before reconnecting; doubles per failure ...
-    backoff_max_s: float = 30.0  # ... up to this (each wait jittered by +-20 %)
+    backoff_max_s: float = 30.0  # ... up to this ...
+    backoff_jitter: float = 0.2  # ... each wait times a random factor in 1 +- this
     display: bool = False
     output: str | None = None
     events: str | None = None
@@ -67,6 +68,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "open_timeout_ms": (100, 600_000), "read_timeout_ms": (100, 600_000),
     "events_max_bytes": (1024, None), "threads": (1, 256), "max_reconnects": (0, None),
     "backoff_initial_s": (0.01, 3600.0), "backoff_max_s": (0.01, 86_400.0),
+    "backoff_jitter": (0.0, 0.9),
 }
 _POSITIVE = ("stride", "duration")
 

@@ -49,13 +49,16 @@ def make_event(type_: str, stream: str, ts: float | None = None, **fields: Any) 
     return Event(type_, stream, time.time() if ts is None else float(ts), fields)
 
 
-def prediction_event(pred: Prediction) -> Event:
+def prediction_event(pred: Prediction, **health: float | int) -> Event:
     """The ``prediction`` event for ``pred`` (features are left out).
 
     Times are rounded to microseconds, milliseconds to 0.01 ms, scores to 4 decimals.
-    ``ts`` is the publish time, so ``latency_ms == (ts - window_end) * 1000``.
+    ``ts`` is the publish time, so ``latency_ms == (ts - window_end) * 1000``. ``health``
+    adds the stream's state at publish time (``input_fps``, ``drops``), so each stream's
+    fps, latency and drops can be followed from the log alone.
     """
     return Event("prediction", pred.stream, round(pred.published, 6), {
+        **health,
         "window_start": round(pred.window_start, 6),
         "window_end": round(pred.window_end, 6),
         "latency_ms": round(pred.latency_ms, 2),

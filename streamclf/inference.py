@@ -45,6 +45,9 @@ class StreamSlot:
     on_reset: Callable[[], None] = lambda: None
     epoch: int = field(default=0, init=False)
     windows: int = field(default=0, init=False)
+    # Set by the worker from just before it takes a window until that window is published
+    # (or failed), so that "nothing due" at end of file does not miss one still in the model.
+    busy: bool = field(default=False, init=False)
 
 
 class InferenceWorker:
@@ -129,9 +132,11 @@ class InferenceWorker:
             slots = [s for s in self._slots.values() if stream is None or s.stream == stream]
         for slot in slots:
             span = slot.ring.span()
-            if span is None:
-                continue
-            if slot.scheduler.peek(*span):
+            if span is not None and slot.scheduler.peek(*span):
+                return False
+            # Read after the scheduler: a window it no longer shows as due was taken with
+            # ``busy`` already set, which stays set until that window is published.
+            if slot.busy:
                 return False
         return True
 
@@ -161,7 +166,12 @@ class InferenceWorker:
         deadline: float | None = None
         while pending and not self._stop.is_set():
             for slot in list(pending):
-                window = self._take(slot)
+                slot.busy = True
+                window = None
+                try:
+                    window = self._take(slot)
+                finally:
+                    slot.busy = window is not None
                 if window is not None:
                     batch.append((slot, window))
                     pending.remove(slot)
@@ -205,6 +215,7 @@ class InferenceWorker:
             for slot, _ in batch:
                 self.errors += 1
                 self._on_error(slot.stream, exc)
+                slot.busy = False
             return
         elapsed = time.perf_counter() - t0
         self.busy_s += elapsed
@@ -217,4 +228,7 @@ class InferenceWorker:
         self._last_done = now
         for i, (slot, window) in enumerate(batch):
             slot.windows += 1
-            slot.publish(window, probs[i], feats[i], elapsed * 1000.0)
+            try:
+                slot.publish(window, probs[i], feats[i], elapsed * 1000.0)
+            finally:
+                slot.busy = False

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -39,6 +40,9 @@ from streamclf.types import BufferPolicy, Frame, Prediction, Window
 __all__ = ["PipelineResult", "StreamPipeline"]
 
 log = logging.getLogger(__name__)
+
+#: Predictions whose latency the `stopped` event's percentiles are taken over (the latest).
+LATENCY_HISTORY = 100_000
 
 
 def default_inference_threads() -> int:
@@ -185,12 +189,16 @@ class StreamPipeline:
             pace=config.pace, loop=config.loop, on_event=self._on_capture_event,
             read_timeout_s=config.read_timeout_ms / 1000.0, max_reconnects=config.max_reconnects,
             backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s,
+            backoff_jitter=config.backoff_jitter,
         )
         self._status = OverlayStatus(stream=self.stream)
         self._last_pred: Prediction | None = None
         self._stop = threading.Event()
         self._stopped = False
-        self._latencies: list[float] = []
+        # Latency percentiles of the `stopped` event cover the most recent predictions only,
+        # so a run of weeks keeps a fixed amount of memory.
+        self._latencies: deque[float] = deque(maxlen=LATENCY_HISTORY)
+        self._published = 0  # predictions written (a window done after stop() is not)
         self._last_status = -math.inf
         self._clip_rate = 0.0
         self._last_publish: float | None = None
@@ -276,12 +284,14 @@ class StreamPipeline:
             scores=smoothed.scores, raw_labels=raw_labels, raw_scores=raw_scores,
             features=feats, stable_label=smoothed.stable_label,
         )
-        self.events.write(prediction_event(pred))
+        self.events.write(prediction_event(pred, input_fps=round(self.capture.fps, 2),
+                                           drops=self.ring.drops))
         for change in smoothed.changes:
             self.events.write(make_event(change.kind, self.stream, label=change.label,
                                          score=round(change.score, 4)))
         self._last_pred = pred
         self._latencies.append(pred.latency_ms)
+        self._published += 1
         shown = [(lab, sc) for lab, sc in zip(pred.labels, pred.scores, strict=True)
                  if sc >= self.config.threshold] or list(zip(pred.labels[:1], pred.scores[:1],
                                                              strict=True))
@@ -403,7 +413,7 @@ class StreamPipeline:
             "inference_fps": round(self.worker.inference_fps, 2),
             "clips_per_s": round(self._clip_rate, 2),
             "latency_ms": round(pred.latency_ms, 1) if pred is not None else None,
-            "frames": self.capture.frames_read, "windows": self.slot.windows,
+            "frames": self.capture.frames_read, "windows": self._published,
             "drops": self.ring.drops, "skipped_windows": self.scheduler.skipped,
             "stable_label": pred.stable_label if pred is not None else None,
             "labels": list(pred.labels) if pred is not None else [],
@@ -413,6 +423,6 @@ class StreamPipeline:
     def _result(self) -> PipelineResult:
         err = self.capture.error
         return PipelineResult(
-            frames=self.capture.frames_read, windows=self.slot.windows, drops=self.ring.drops,
+            frames=self.capture.frames_read, windows=self._published, drops=self.ring.drops,
             skipped_windows=self.scheduler.skipped, error=str(err) if err else None,
         )

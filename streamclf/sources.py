@@ -53,7 +53,9 @@ _FFMPEG_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _ENV_LOCK = threading.Lock()
 # Small probe: first frame in ~0.1 s instead of ~0.9 s (and no burst of buffered frames).
 _RTSP_OPTIONS = "analyzeduration;100000|probesize;32768"
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#\s]*)@")
+# scheme://user[:password]@ — the password runs to the last "@" of the whitespace-delimited
+# token, so one holding "@", "/", "?" or "#" (typed unescaped, as people do) is still hidden.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^:/?#\s@]*)(:\S*)?@")
 _SECRET_QUERY = re.compile(
     r"([?&](?:password|passwd|pwd|pass|token|secret|key|auth|sig|signature)=)[^&#\s]*",
     re.IGNORECASE)
@@ -68,8 +70,7 @@ def mask_credentials(text: str) -> str:
     """
 
     def userinfo(m: re.Match[str]) -> str:
-        user, sep, _ = m.group(2).partition(":")
-        return f"{m.group(1)}{user}{':***' if sep else ''}@"
+        return f"{m.group(1)}{m.group(2)}{':***' if m.group(3) else ''}@"
 
     return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(userinfo, text))
 

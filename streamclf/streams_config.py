@@ -41,7 +41,7 @@ __all__ = ["PER_STREAM_KEYS", "StreamsConfig", "load_streams_config", "parse_sou
 PER_STREAM_KEYS = frozenset({
     "id", "source", "loop", "pace", "stride", "topk", "smooth", "threshold", "start_after",
     "transport", "open_timeout_ms", "read_timeout_ms", "max_reconnects", "backoff_initial_s",
-    "backoff_max_s", "output", "display",
+    "backoff_max_s", "backoff_jitter", "output", "display",
 })
 _MULTI_KEYS = {"streams": None, "max_batch": (1, 256), "max_wait_ms": (0.0, 10_000.0)}
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -7,6 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests run on loaded 2-core CI machines: no per-example deadline (a slow example is
+# not a bug), and a fixed example sequence so a run can be repeated exactly.
+settings.register_profile("streamclf", deadline=None, derandomize=True, database=None)
+settings.load_profile("streamclf")
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_DATA = Path(__file__).with_name("data")

@@ -234,3 +234,37 @@ def test_output_video_fills_up_then_sigkill(
     assert video.stat().st_size == 120_000
     logged = [ln for ln in run.stderr.splitlines() if "overlay" in ln]
     assert len(logged) == 1 and "File too large" in logged[0]
+
+
+def _limit_events_size() -> None:
+    """In the child: files may not grow past 6 kB (the event log of about 8 predictions)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (6_000, 6_000))
+
+
+def test_event_log_fills_up_mid_run_and_falls_back_to_stderr(
+    tmp_path: Path, tai_chi_clip: Path,
+) -> None:
+    """The event log hits a real file size limit mid-run: one error event says so, every later
+    event goes to stderr as JSON Lines, and the run goes on to its normal end. (stdout and
+    stderr are pipes here, which the file size limit does not touch.)"""
+    events = tmp_path / "events.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "streamclf", "run", "--source", str(tai_chi_clip), "--loop",
+         "--pace", "fast", "--stride", "0.4", "--duration", "12", "--quiet", *MODEL_ARGS,
+         "--events", str(events)],
+        cwd=REPO, capture_output=True, text=True, timeout=90, check=False,
+        preexec_fn=_limit_events_size)
+    assert run.returncode == 0, run.stderr
+    in_file = read_events(events)  # complete lines only: the cut one is skipped
+    assert events.stat().st_size == 6_000
+    assert in_file and in_file[-1]["type"] != "stopped"
+    on_stderr = [json.loads(ln) for ln in run.stderr.splitlines() if ln.startswith("{")]
+    assert on_stderr[0]["type"] == "error" and on_stderr[0]["source"] == "events"
+    assert "File too large" in on_stderr[0]["message"]
+    assert "writing events to <stderr> from now on" in on_stderr[0]["message"]
+    records = in_file + on_stderr
+    assert [r["seq"] for r in records] == list(range(len(records)))  # nothing lost or doubled
+    later = [r for r in on_stderr if r["type"] == "prediction"]
+    assert len(later) >= 3 and on_stderr[-1]["type"] == "stopped"  # the stream kept going
+    assert on_stderr[-1]["windows"] == sum(r["type"] == "prediction" for r in records)

@@ -4,8 +4,10 @@ time (web API and SIGHUP reload), and the CLI."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,9 +74,19 @@ def test_saturated_streams_share_batches_fairly(tmp_path: Path) -> None:
     worker batches across streams and every stream gets its share."""
     ids = ["a", "b", "c", "d"]
     multi, backend = build(tmp_path, ids, delay_s=0.08)
+    multi.status_out = io.StringIO()
     result = multi.run(duration_s=4.0)
     assert result.error is None
     events = check_log(tmp_path / "ev.jsonl", set(ids))
+    # Per-stream health: in every prediction event, and in the status lines.
+    preds = [e for e in events if e["type"] == "prediction"]
+    assert all(e["input_fps"] > 0 and e["drops"] >= 0 and e["latency_ms"] > 0 for e in preds
+               if e["seq"] > 20)
+    status = multi.status_out.getvalue().splitlines()
+    for sid in ids:
+        line = next(ln for ln in reversed(status) if ln.startswith(f"[{sid}] in "))
+        assert re.search(r"in +\d+\.\d fps \| +\d+\.\d clips/s \| latency \d+ ms \| drops \d+",
+                         line), line
     per_stream = Counter(e["stream"] for e in events if e["type"] == "prediction")
     assert min(per_stream.values()) >= 0.7 * max(per_stream.values()), per_stream
     assert backend.clips / backend.calls > 2.0  # batched: more clips than model calls
@@ -190,3 +202,21 @@ def test_cli_runs_a_streams_config_and_reloads_on_sighup(tmp_path: Path) -> None
     keep_after = [e for e in log[drop_stop:] if e["type"] == "prediction"
                   and e["stream"] == "keep"]
     assert drop_stop < new_open and keep_after
+
+
+@pytest.mark.slow
+def test_cli_repeated_sources_share_one_batching_model(tmp_path: Path, tai_chi_clip: Path) -> None:
+    """`--source` twice (one named, one default id) on a real model: both streams run to their
+    end in one process, one event log, every window of each classified."""
+    events = tmp_path / "ev.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "streamclf", "run", "--source", f"door={tai_chi_clip}",
+         "--source", str(tai_chi_clip), "--pace", "fast", "--weights", "random",
+         "--backend", "torch", "--stride", "0.8", "--max-batch", "2", "--max-wait-ms", "200",
+         "--quiet", "--events", str(events)],
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    assert run.returncode == 0, run.stderr
+    log = check_log(events, {"door", "cam1"})
+    preds = [e for e in log if e["type"] == "prediction"]
+    # 10 s clip, 1.6 s windows every 0.8 s: 11 windows each, every one classified (fast pace).
+    assert Counter(e["stream"] for e in preds) == {"door": 11, "cam1": 11}

@@ -365,6 +365,9 @@ def test_fingerprint_follows_the_weights(x3d_random: LoadedModel) -> None:
     net.load_state_dict(x3d_random.net.state_dict())
     same = dataclasses.replace(x3d_random, net=net)
     assert model_fingerprint(same) == fp
+    # Same tensors, another input size (a fine-tuned checkpoint's sidecar crop): another graph.
+    cropped = dataclasses.replace(same, spec=dataclasses.replace(same.spec, crop_size=130))
+    assert model_fingerprint(cropped) != fp
     with torch.no_grad():
         net.net.get_submodule("blocks.5.proj").bias[0] += 1e-3
     assert model_fingerprint(same) != fp

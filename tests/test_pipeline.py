@@ -65,6 +65,27 @@ def test_file_fast_pace_classifies_every_due_window(tmp_path: Path, tai_chi_clip
     assert len(ends) == 1 and ends[0]["seq"] == events[-1]["seq"] - 1  # closed before stopped
 
 
+def test_inference_error_is_an_event_and_the_stream_goes_on(tmp_path: Path,
+                                                             tai_chi_clip: Path) -> None:
+    """One window's inference raises (as an out-of-memory would): an ``error`` event for that
+    window, and every other window is still classified."""
+    oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    backend = FakeBackend(labels=LABELS, script=[[0.1, 0.8, 0.1]], fail_on={3: oom})
+    pipe = build(tmp_path, lambda: open_source(str(tai_chi_clip)), backend, pace="fast",
+                 backoff_jitter=0.35)
+    assert pipe.capture._backoff == (1.0, 30.0, 0.35)  # the config's jitter reaches capture
+    result = pipe.run()
+    events = read_events(tmp_path / "ev.jsonl")
+    check_contract(events)
+    errors = [e for e in events if e["type"] == "error"]
+    assert len(errors) == 1 and errors[0]["where"] == "inference"
+    assert "out of memory" in errors[0]["message"]
+    preds = [e for e in events if e["type"] == "prediction"]
+    assert backend.calls == 11 and len(preds) == 10  # the other 10 of the 11 due windows
+    assert preds[2]["seq"] < errors[0]["seq"] < preds[3]["seq"]
+    assert result.frames == 300
+
+
 def test_slow_model_keeps_latency_and_memory_bounded(tmp_path: Path) -> None:
     """A 1 s/clip model on a live 30 fps source: fewer, fresher windows, drops counted."""
     backend = FakeBackend(labels=LABELS, delay_s=1.0)

@@ -218,3 +218,52 @@ def test_worker_survives_a_failing_window() -> None:
         time.sleep(0.01)
     assert worker.stop(2.0)
     assert errors == ["cam: out of memory"] and len(got) >= 2
+
+
+@given(
+    capacity=st.integers(2, 12),
+    lossless=st.booleans(),
+    ops=st.lists(st.one_of(
+        st.tuples(st.just("push"), st.floats(0.0, 0.5)),  # time step to the next frame
+        st.tuples(st.just("release"), st.floats(0.0, 1.0)),  # fraction of the held span
+        st.tuples(st.just("reset"), st.just(0.0)),
+    ), max_size=80),
+)
+def test_ring_matches_a_reference_model(capacity: int, lossless: bool,
+                                        ops: list[tuple[str, float]]) -> None:
+    """The ring against a plain-list model of its contract, over any sequence of pushes,
+    releases and resets: it holds the newest ``capacity`` strictly newer frames in order,
+    counts a drop exactly when a frame not yet released is evicted, and a LOSSLESS ring
+    refuses a push instead of evicting such a frame."""
+    policy = BufferPolicy.LOSSLESS if lossless else BufferPolicy.LATEST
+    ring = FrameRing(capacity, (1, 1, 3), policy=policy)
+    held: list[tuple[int, float]] = []  # (seq, ts) oldest first
+    released, drops, epoch, t, seq = -math.inf, 0, 0, 0.0, 0
+    for op, x in ops:
+        if op == "push":
+            t += x
+            accepted = ring.push(Frame(seq, t, t, np.full((1, 1, 3), seq % 256, np.uint8)))
+            if held and t <= held[-1][1]:
+                assert accepted  # not newer: skipped, reported as taken
+            elif len(held) == capacity and held[0][1] >= released and lossless:
+                assert not accepted
+            else:
+                assert accepted
+                if len(held) == capacity:
+                    drops += held[0][1] >= released
+                    held.pop(0)
+                held.append((seq, t))
+            seq += 1
+        elif op == "release" and held:
+            released = max(released, held[0][1] + x * (held[-1][1] - held[0][1]))
+            ring.release_before(released)
+        elif op == "reset":
+            ring.reset()
+            held, released, epoch = [], -math.inf, epoch + 1
+        assert len(ring) == len(held) <= capacity and ring.drops == drops
+        assert ring.epoch == epoch
+        assert ring.span() == ((held[0][1], held[-1][1]) if held else None)
+        if held:  # a window over everything held returns those frames, oldest first
+            win = ring.window(held[-1][1], held[-1][1] - held[0][1] + 1.0, len(held))
+            assert win is not None and win.seqs == tuple(s for s, _ in held)
+            assert [int(f[0, 0, 0]) for f in win.frames] == [s % 256 for s, _ in held]

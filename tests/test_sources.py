@@ -276,6 +276,8 @@ def test_webcam_path_through_a_fake_capture(monkeypatch: pytest.MonkeyPatch) -> 
         ("rtsp://user:p@ss:w@host:554/x?a=1", "rtsp://user:***@host:554/x?a=1"),
         ("rtsp://user@host/x", "rtsp://user@host/x"),
         ("rtsp://host/x@y", "rtsp://host/x@y"),
+        ("rtsp://admin:pa/ss#1?@cam:554/live", "rtsp://admin:***@cam:554/live"),
+        ("source 'rtsp://u:s3cr@t/x@cam/1' lost", "source 'rtsp://u:***@cam/1' lost"),
         ("http://cam/v.mjpg?user=a&pwd=secret&fps=5", "http://cam/v.mjpg?user=a&pwd=***&fps=5"),
         ("lost rtsp://a:b@h/1 and http://c:d@h/2", "lost rtsp://a:***@h/1 and http://c:***@h/2"),
         ("clips/a.mp4", "clips/a.mp4"),

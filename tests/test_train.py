@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from streamclf.errors import ConfigError
 from streamclf.models import get_spec, load_model
 from streamclf.models.network import build_network
 from streamclf.models.weights import Checkpoint, load_into
@@ -144,28 +145,41 @@ def _metrics(out: Path) -> list[dict[str, object]]:
 
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path: Path) -> None:
-    """2 epochs in one go == 1 epoch, stop, --resume to 2 (also 0 vs 1 loader workers)."""
-    data = load_data(_tiny_dataset(tmp_path / "ds"))
+    """2 epochs in one go == 1 epoch, stop, --resume to 2 (also 0 vs 1 loader workers).
+
+    The runs with a loader worker go through ``streamclf train`` in a fresh process, as a
+    user runs them: torch installs a SIGCHLD handler in any process that iterates a
+    multi-worker loader, and in this long-lived test process (which has also hosted Ray's
+    native threads) that handler turned the next child's exit into a crash. All three runs
+    go through the command, so they also share its thread settings."""
+    root = _tiny_dataset(tmp_path / "ds")
+    data = load_data(root)
     common = {"model": "x3d_xs", "weights": "random", "batch_size": 3, "crop_size": 130,
               "lr": 1e-3, "warmup_epochs": 0.5, "step_epochs": (1,), "precise_bn": 1,
               "device": "cpu", "seed": 7}
-    whole = fit(TrainConfig(out=tmp_path / "a", epochs=2, workers=0, **common), data,
-                report=lambda _line: None)
-    assert whole.steps == 4 and [h.epoch for h in whole.history] == [1, 2]
-    fit(TrainConfig(out=tmp_path / "b", epochs=1, workers=1, **common), data,
-        report=lambda _line: None)
+    flags = ["train", "--data", str(root), "--model", "x3d_xs", "--weights", "random",
+             "--batch-size", "3", "--crop-size", "130", "--lr", "1e-3", "--warmup-epochs",
+             "0.5", "--step-epochs", "1", "--precise-bn", "1", "--device", "cpu", "--seed",
+             "7", "--quiet"]
+    whole = run_cli(*flags, "--workers", "0", "--epochs", "2", "--out", str(tmp_path / "a"))
+    assert whole.returncode == 0, whole.stderr
+    assert [r["epoch"] for r in _metrics(tmp_path / "a")] == [1, 2]
+    assert ckpt.load_state(tmp_path / "a")["steps"] == 4
+    flags += ["--workers", "1", "--out", str(tmp_path / "b")]
+    first = run_cli(*flags, "--epochs", "1")
+    assert first.returncode == 0, first.stderr
     state = ckpt.load_state(tmp_path / "b")  # weights-only loadable
     assert state["epoch"] == 1 and state["steps"] == 2
-    resumed = fit(TrainConfig(out=tmp_path / "b", epochs=2, workers=1, resume=True, **common),
-                  data, report=lambda _line: None)
-    assert resumed.steps == 4 and [h.epoch for h in resumed.history] == [1, 2]
+    resumed = run_cli(*flags, "--epochs", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert ckpt.load_state(tmp_path / "b")["steps"] == 4
     a = _tensors(tmp_path / "a" / "last.safetensors")
     b = _tensors(tmp_path / "b" / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
-    with pytest.raises(Exception, match="already has 2 epochs"):
+    with pytest.raises(ConfigError, match="already has 2 epochs"):
         fit(TrainConfig(out=tmp_path / "b", epochs=2, resume=True, **common), data)
-    with pytest.raises(Exception, match="already holds a training run"):
+    with pytest.raises(ConfigError, match="already holds a training run"):
         fit(TrainConfig(out=tmp_path / "b", epochs=2, **common), data)
 
 
@@ -205,6 +219,26 @@ def test_acceptance_learns_temporal_order_and_serves_it(tmp_path: Path) -> None:
     got = {Path(o["path"]).parent.name + "/" + Path(o["path"]).name: o["labels"][0]
            for o in map(json.loads, classify.stdout.splitlines())}
     assert got == {f"{p.parent.name}/{p.name}": p.parent.name for p in held_out}
+
+    # evaluate: the folder tree predict/<class>/*.mp4, labels from the sidecar.
+    report = tmp_path / "report.json"
+    evaluate = run_cli("evaluate", str(root / "predict"), "--model", "x3d_xs", "--weights",
+                       weights, "--device", "cpu", "--quiet", "--report", str(report))
+    assert evaluate.returncode == 0, evaluate.stderr
+    scored = json.loads(report.read_text())
+    assert scored["recall@1"] == 1.0 and set(scored["per_class"]) == set(CLASSES)
+    assert not scored["failed"] and scored["weights"] == weights
+
+    # export: the graph takes the checkpoint's 130 crop and gives its 3 classes.
+    onnx_path = tmp_path / "trained.onnx"
+    export = run_cli("export", "--model", "x3d_xs", "--weights", weights, "-o", str(onnx_path))
+    assert export.returncode == 0, export.stderr
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (clip_input,) = session.get_inputs()
+    assert clip_input.shape[1:] == [3, 4, 130, 130], clip_input.shape
+    assert [o.shape[-1] for o in session.get_outputs()] == [3, 2048]
 
     for clip in held_out[:3]:  # one clip of each class, streamed through the live pipeline
         events = tmp_path / f"{clip.stem}.jsonl"

@@ -354,6 +354,8 @@ def test_pipeline_attached_to_the_web_view(tmp_path: Path) -> None:
         health = json.loads(body)["streams"]["door"]
         assert health["source_state"] == "live" and health["labels"][0] == "walking"
         assert health["input_fps"] > 20 and health["windows"] >= 1
+        assert 0 < health["latency_ms"] < 2000 and health["drops"] >= 0
+        assert health["clips_per_s"] >= 0 and health["skipped_windows"] >= 0
         assert SECRET not in body.decode() and "admin:***@" in health["source"]
     finally:
         runner.join(10)

@@ -2,8 +2,10 @@
 
 Each clip is a smooth random colour texture whose brightness rises (``brighter``), falls
 (``darker``) or stays put (``steady``) over the clip. Every class draws its middle
-brightness from the same range, so any single frame's level is possible in every class:
-only the order of the frames says which class a clip is.
+brightness from the same range, wide enough against the swing that the start levels of all
+three classes overlap too (brighter starts in [0.15, 0.55], darker in [0.45, 0.85], steady
+in [0.3, 0.7]): neither a single frame's level nor the first frame's says which class a
+clip is, only the order of the frames does.
 """
 
 from __future__ import annotations
@@ -21,17 +23,17 @@ _SLOPE = {"brighter": 1.0, "darker": -1.0, "steady": 0.0}
 
 def write_clip(
     path: Path, kind: str, rng: np.random.Generator, size: int = 64, seconds: float = 2.0,
-    fps: float = 30.0, swing: float = 0.5,
+    fps: float = 30.0, swing: float = 0.3,
 ) -> Path:
     """Write one ``kind`` clip (``size x size``, ``seconds`` long) as an MP4 file.
 
     The level goes from ``mid - swing/2`` to ``mid + swing/2`` (or back, or stays at
-    ``mid``), ``mid`` drawn from ``[0.35, 0.65]`` for every class.
+    ``mid``), ``mid`` drawn from ``[0.3, 0.7]`` for every class.
     """
     n = round(seconds * fps)
     coarse = rng.uniform(0.3, 1.0, size=(6, 6, 3)).astype(np.float32)
     texture = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
-    mid = rng.uniform(0.35, 0.65)
+    mid = rng.uniform(0.3, 0.7)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
     if not writer.isOpened():

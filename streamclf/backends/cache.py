@@ -23,13 +23,17 @@ def cache_root() -> Path:
 
 
 def model_fingerprint(model: LoadedModel, salt: str = "") -> str:
-    """16 hex characters of SHA-256 over ``salt``, the spec name and every state-dict tensor.
+    """16 hex characters of SHA-256 over ``salt``, the spec's name and input, and every tensor.
 
+    The input part is what an exported graph fixes: frames, crop size, SlowFast alpha and
+    normalisation (a fine-tuned checkpoint at a 130 crop must not reuse the zoo's 182 graph).
     Each tensor contributes its key, dtype, shape and raw bytes (keys sorted), so two models
     share a fingerprint only when their exported graphs would be identical. Reads only.
     """
     torch = require("torch")
-    digest = hashlib.sha256((salt + model.spec.name).encode())
+    spec = model.spec
+    shape = (spec.num_frames, spec.crop_size, spec.slowfast_alpha, spec.mean, spec.std)
+    digest = hashlib.sha256(f"{salt}{spec.name}\0{shape!r}".encode())
     state = model.net.state_dict()
     for key in sorted(state):
         t = state[key].detach().cpu().contiguous()

@@ -15,7 +15,6 @@ notebook), that connection is used as it is and left open.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
@@ -25,6 +24,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from streamclf._net import is_loopback
 from streamclf.errors import ConfigError
 
 __all__ = ["Connection", "check_address", "connect", "require_ray"]
@@ -61,15 +61,6 @@ def require_ray() -> Any:
         raise ConfigError("the cluster commands need Ray: pip install 'streamclf[cluster]' "
                           "(or pip install 'ray[default]')") from None
     return ray
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_address(address: str) -> tuple[str, int] | None:
@@ -133,7 +124,7 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     target = check_address(address) if address is not None else None
     if address == "auto":
         target = _auto_target()
-    if "ray" not in sys.modules and (address is None or (target and _is_loopback(target[0]))):
+    if "ray" not in sys.modules and (address is None or (target and is_loopback(target[0]))):
         os.environ.setdefault(_LOOPBACK_SWITCH, "0")  # a cluster on 127.0.0.1 stays there
     if address is None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

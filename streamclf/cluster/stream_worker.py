@@ -118,7 +118,8 @@ class StreamWorker:
             self._source, on_frame=self._on_frame, stream_id=self.stream, pace=cfg.pace,
             loop=cfg.loop, on_event=self._on_capture_event,
             read_timeout_s=cfg.read_timeout_ms / 1000.0, max_reconnects=cfg.max_reconnects,
-            backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s)
+            backoff_initial_s=cfg.backoff_initial_s, backoff_max_s=cfg.backoff_max_s,
+            backoff_jitter=cfg.backoff_jitter)
         return {"stream": self.stream, "source": info.name, "kind": info.kind, "fps": info.fps,
                 "width": info.width, "height": info.height}
 
@@ -237,7 +238,8 @@ class StreamWorker:
             published=time.time(), inference_ms=result.inference_ms, labels=smoothed.labels,
             scores=smoothed.scores, raw_labels=raw_labels, raw_scores=raw_scores,
             features=np.zeros(0, np.float32), stable_label=smoothed.stable_label)
-        event = prediction_event(pred)
+        event = prediction_event(pred, input_fps=round(self.capture.fps, 2),
+                                 drops=self.ring.drops)
         self._windows += 1
         self._latencies.append(pred.latency_ms)
         self._put(Event(event.type, event.stream, event.ts,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from streamclf.train.model import TrainableNet
 
 __all__ = ["Failures", "Precision", "epoch_seed", "make_loader", "precise_bn", "train_epoch",
-           "validate"]
+           "validate", "worker_context"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,28 @@ def make_loader(
         worker_init_fn=worker_init if workers else None,
         generator=torch.Generator().manual_seed(seed),
         timeout=LOADER_TIMEOUT_S if workers else 0,
+        multiprocessing_context=worker_context() if workers else None,
+        persistent_workers=False,
     )
+
+
+def worker_context() -> Any:
+    """How loader workers start: never by a plain ``fork`` of this process.
+
+    A fork copies a process whose other threads (torch's OpenMP pool, OpenVINO's TBB, a web
+    server, Ray's gRPC) may hold locks that then stay locked for ever in the child: a hang or
+    a crash. A fork server is a fresh single-threaded process that imports torch, OpenCV and
+    the dataset code once and forks each worker from there, so a worker starts clean and in
+    milliseconds rather than the seconds a spawned interpreter takes to import torch again.
+    Falls back to ``spawn`` where there is no fork server (Windows).
+    """
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "cv2", "streamclf.train.dataset"])
+    return context
 
 
 def _to(batch: Batch, device: str) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import ipaddress
 import json
 import logging
 import threading
@@ -31,6 +30,7 @@ from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from streamclf._net import is_loopback
 from streamclf.errors import ConfigError, StreamclfError
 from streamclf.web.hub import WebHub
 from streamclf.web.uploads import ClassifyService, parse_upload
@@ -62,15 +62,6 @@ def parse_bind(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     return host, number
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class StreamControl(Protocol):
     """What ``/api/streams`` calls (see :class:`streamclf.multi_run.StreamController`)."""
 
@@ -96,7 +87,7 @@ class WebServer:
     def __init__(self, hub: WebHub, host: str = "127.0.0.1", port: int = 8080,
                  token: str | None = None, classifier: ClassifyService | None = None,
                  max_upload_mb: float = 200.0, model: str = "") -> None:
-        if not _is_loopback(host) and not token:
+        if not is_loopback(host) and not token:
             raise ConfigError(f"binding the web view to {host} needs a token: pass --token "
                               f"TOKEN or set ${TOKEN_ENV} (or bind 127.0.0.1)")
         self.hub = hub
