@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from streamclf.config import RunConfig
 from streamclf.events import EventLog
 from streamclf.models import load_model
 from streamclf.multi_pipeline import MultiStreamPipeline
-from streamclf.pipeline import open_stream_parts
+from streamclf.pipeline import TORCH_SWITCH_INTERVAL_S, open_stream_parts, tune_switch_interval
 
 HERE = Path(__file__).resolve().parent
 CLIP = HERE.parent.parent / "shared" / "data" / "videos" / "VideoQA-NTO__eating_spaghetti.mp4"
@@ -92,6 +93,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clip", type=Path, default=CLIP)
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--switch-interval-ms", type=float, default=None,
+                   help="the interpreter's thread switch interval (default: what the "
+                   f"pipeline sets: {TORCH_SWITCH_INTERVAL_S * 1000:g} for torch, CPython's "
+                   "5 otherwise)")
     args = p.parse_args()
     work = HERE / "results" / "clips"
     work.mkdir(parents=True, exist_ok=True)
@@ -103,6 +108,9 @@ def main() -> None:
         backend_name, _, precision = name.partition(":")
         backend = create_backend(model, backend_name, precision or "fp32",
                                  threads=args.threads).backend
+        tune_switch_interval(backend.name)
+        if args.switch_interval_ms is not None:
+            sys.setswitchinterval(args.switch_interval_ms / 1000)
         base = None
         for n in args.streams:
             for max_batch in sorted({n, 1}, reverse=True):
@@ -114,7 +122,8 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"machine": machine_info(args.threads), "model": args.model, "clip": clip.name,
-              "seconds": args.seconds, "rows": rows}
+              "seconds": args.seconds, "switch_interval_ms": args.switch_interval_ms,
+              "rows": rows}  # None: the pipeline's own choice per backend
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-streams.json"
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -32,6 +32,7 @@ from streamclf.pipeline import (
     StreamPipeline,
     default_inference_threads,
     make_renderer,
+    tune_switch_interval,
 )
 from streamclf.streams_config import StreamsConfig
 
@@ -104,6 +105,7 @@ class MultiStreamPipeline:
         model = load_model(shared.model, shared.weights, shared.classmap, shared.device)
         choice = create_backend(model, shared.backend, shared.precision, threads,
                                 torch_compile=shared.torch_compile)
+        tune_switch_interval(choice.backend.name)
         events = EventLog(shared.events, max_bytes=shared.events_max_bytes)
         out = None if shared.quiet else (status_out or sys.stderr)
         multi = cls(model.spec, choice.backend, events, config.max_batch, config.max_wait_ms,

@@ -45,6 +45,23 @@ log = logging.getLogger(__name__)
 LATENCY_HISTORY = 100_000
 
 
+#: Thread switch interval for a process streaming through the torch backend (CPython's
+#: default is 5 ms). torch runs a clip as hundreds of small ops holding the GIL, which the
+#: capture threads also need for every frame; at 5 ms each hand-over waits out the interval.
+#: Measured on 2 cores, x3d_xs, 30 fps live streams (benchmarks/bench_streams.py): 4 streams
+#: 2.4 -> 8.1 clips/s, 1 stream 7.9 -> 9.0. OpenVINO and ONNX Runtime release the GIL for a
+#: whole clip, so their processes keep the default.
+TORCH_SWITCH_INTERVAL_S = 0.0005
+_DEFAULT_SWITCH_INTERVAL_S = sys.getswitchinterval()
+
+
+def tune_switch_interval(backend_name: str) -> None:
+    """Set the interpreter's thread switch interval for a streaming process on
+    ``backend_name`` (process-wide; called by the pipelines' ``from_config`` builders)."""
+    sys.setswitchinterval(TORCH_SWITCH_INTERVAL_S if backend_name == "torch"
+                          else _DEFAULT_SWITCH_INTERVAL_S)
+
+
 def default_inference_threads() -> int:
     """Inference threads when the config names none: every core but one, which is left to
     capture, decoding and resizing. Measured on 2 cores (x3d_xs, 30 fps): 1 inference
@@ -230,6 +247,7 @@ class StreamPipeline:
             out = None if config.quiet else (status_out or sys.stderr)
             choice = create_backend(model, config.backend, config.precision, threads,
                                     torch_compile=config.torch_compile)
+            tune_switch_interval(choice.backend.name)
             pipeline = cls(config, model.spec, choice.backend, factory, events, renderer, out,
                            source_fps_hint=fps)
             pipeline.backend_reason = choice.reason

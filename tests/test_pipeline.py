@@ -232,3 +232,18 @@ def test_window_span_is_time_based_on_real_clips(tmp_path: Path, tai_chi_clip: P
     # interval) to within one frame interval, at either frame rate.
     for span in spans:
         assert abs(span + 1.0 / fps - 1.6) <= 1.0 / fps + 1e-3
+
+
+@pytest.mark.parametrize(("backend", "interval"), [("torch", 0.0005), ("openvino", None),
+                                                   ("onnxruntime", None)])
+def test_switch_interval_follows_the_backend(backend: str, interval: float | None) -> None:
+    """torch holds the GIL op by op, so its streaming process hands the GIL over faster; the
+    backends that release it for a whole clip keep the interpreter's default."""
+    from streamclf.pipeline import _DEFAULT_SWITCH_INTERVAL_S, tune_switch_interval
+
+    before = sys.getswitchinterval()
+    try:
+        tune_switch_interval(backend)
+        assert sys.getswitchinterval() == pytest.approx(interval or _DEFAULT_SWITCH_INTERVAL_S)
+    finally:
+        sys.setswitchinterval(before)
