@@ -48,9 +48,9 @@ LATENCY_HISTORY = 100_000
 #: Thread switch interval for a process streaming through the torch backend (CPython's
 #: default is 5 ms). torch runs a clip as hundreds of small ops holding the GIL, which the
 #: capture threads also need for every frame; at 5 ms each hand-over waits out the interval.
-#: Measured on 2 cores, x3d_xs, 30 fps live streams (benchmarks/bench_streams.py): 4 streams
-#: 2.4 -> 8.1 clips/s, 1 stream 7.9 -> 9.0. OpenVINO and ONNX Runtime release the GIL for a
-#: whole clip, so their processes keep the default.
+#: Measured on 2 cores, x3d_xs, 4 live 30 fps streams (benchmarks/bench_streams.py): 2.4
+#: clips/s at 104 % CPU with 5 ms, 8.1 with 0.5 ms. OpenVINO and ONNX Runtime release the GIL
+#: for a whole clip, so their processes keep the default.
 TORCH_SWITCH_INTERVAL_S = 0.0005
 _DEFAULT_SWITCH_INTERVAL_S = sys.getswitchinterval()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,12 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("streamclf-cache")
     os.environ["STREAMCLF_CACHE"] = str(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def restore_switch_interval() -> Iterator[None]:
+    """Pipelines built for torch shorten the interpreter's thread switch interval for their
+    process (``pipeline.tune_switch_interval``); keep that to the test that built one."""
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
