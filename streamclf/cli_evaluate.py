@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from streamclf.classify import ActionClassifier
     from streamclf.datasets import match_labels
     from streamclf.evaluate import RECALL_AT, build_report, evaluate, markdown_report
-    from streamclf.pipeline import default_inference_threads
     from streamclf.progress import Progress
+    from streamclf.runtime import default_inference_threads
 
     threads = args.threads or default_inference_threads()
     require("torch").set_num_threads(threads)

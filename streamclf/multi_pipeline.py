@@ -30,10 +30,9 @@ from streamclf.models.registry import ModelSpec
 from streamclf.pipeline import (
     PipelineResult,
     StreamPipeline,
-    default_inference_threads,
     make_renderer,
-    tune_switch_interval,
 )
+from streamclf.runtime import default_inference_threads, tune_switch_interval
 from streamclf.streams_config import StreamsConfig
 
 __all__ = ["MultiResult", "MultiStreamPipeline"]

@@ -67,7 +67,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def restore_switch_interval() -> Iterator[None]:
     """Pipelines built for torch shorten the interpreter's thread switch interval for their
-    process (``pipeline.tune_switch_interval``); keep that to the test that built one."""
+    process (``runtime.tune_switch_interval``); keep that to the test that built one."""
     before = sys.getswitchinterval()
     yield
     sys.setswitchinterval(before)

@@ -239,7 +239,7 @@ def test_window_span_is_time_based_on_real_clips(tmp_path: Path, tai_chi_clip: P
 def test_switch_interval_follows_the_backend(backend: str, interval: float | None) -> None:
     """torch holds the GIL op by op, so its streaming process hands the GIL over faster; the
     backends that release it for a whole clip keep the interpreter's default."""
-    from streamclf.pipeline import _DEFAULT_SWITCH_INTERVAL_S, tune_switch_interval
+    from streamclf.runtime import _DEFAULT_SWITCH_INTERVAL_S, tune_switch_interval
 
     before = sys.getswitchinterval()
     try:
