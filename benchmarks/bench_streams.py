@@ -30,8 +30,8 @@ from streamclf.config import RunConfig
 from streamclf.events import EventLog
 from streamclf.models import load_model
 from streamclf.multi_pipeline import MultiStreamPipeline
-from streamclf.pipeline import open_stream_parts
 from streamclf.runtime import TORCH_SWITCH_INTERVAL_S, tune_switch_interval
+from streamclf.stream_parts import open_stream_parts
 
 HERE = Path(__file__).resolve().parent
 CLIP = HERE.parent.parent / "shared" / "data" / "videos" / "VideoQA-NTO__eating_spaghetti.mp4"

@@ -30,9 +30,9 @@ from streamclf.models.registry import ModelSpec
 from streamclf.pipeline import (
     PipelineResult,
     StreamPipeline,
-    make_renderer,
 )
 from streamclf.runtime import default_inference_threads, tune_switch_interval
+from streamclf.stream_parts import make_renderer
 from streamclf.streams_config import StreamsConfig
 
 __all__ = ["MultiResult", "MultiStreamPipeline"]
@@ -71,7 +71,7 @@ class MultiStreamPipeline:
         self.status_out = status_out
         self.worker = InferenceWorker(backend, on_error=self._on_inference_error,
                                       max_batch=max_batch, max_wait_ms=max_wait_ms)
-        self._open_stream = open_stream  # see pipeline.open_stream_parts
+        self._open_stream = open_stream  # see stream_parts.open_stream_parts
         self._streams: dict[str, StreamPipeline] = {}
         self._results: dict[str, PipelineResult] = {}
         self._lock = threading.RLock()
@@ -93,8 +93,8 @@ class MultiStreamPipeline:
 
         from streamclf.backends.factory import create_backend
         from streamclf.models.loader import load_model
-        from streamclf.pipeline import open_stream_parts
         from streamclf.sources import parse_spec
+        from streamclf.stream_parts import open_stream_parts
 
         shared = config.shared
         for stream in config.streams:

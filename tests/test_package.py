@@ -20,6 +20,7 @@ HEAVY = ("torch", "cv2", "onnxruntime", "onnx", "openvino", "nncf", "pytorchvide
         "streamclf, streamclf.cli, streamclf.models.registry",
         "streamclf.sources, streamclf.capture",
         "streamclf.overlay, streamclf.events, streamclf.smoothing",
+        "streamclf.runtime, streamclf._net, streamclf.stream_parts",
         "streamclf.web, streamclf.web.attach, streamclf.web.command, streamclf.web.uploads",
         "streamclf.backends, streamclf.backends.torch_backend, streamclf.backends.export, "
         "streamclf.backends.onnx_backend, streamclf.backends.openvino_backend",
