@@ -24,6 +24,7 @@ demo: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: venv lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

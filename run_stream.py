@@ -3,7 +3,7 @@
 
 import sys
 
-from streamclf.cli import console_main
+from streamclf.cli.main import console_main
 
 if __name__ == "__main__":
     console_main(["run", *sys.argv[1:]])

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamclf.backends.factory import create_backend
 from streamclf.bench import _rss_mb, machine_info, make_test_clip, markdown_table
 from streamclf.config import RunConfig
-from streamclf.events import EventLog
+from streamclf.engine.backends.factory import create_backend
+from streamclf.engine.runtime import TORCH_SWITCH_INTERVAL_S, tune_switch_interval
+from streamclf.live.events import EventLog
+from streamclf.live.parts import open_stream_parts
+from streamclf.live.pipeline import MultiStreamPipeline
 from streamclf.models import load_model
-from streamclf.multi_pipeline import MultiStreamPipeline
-from streamclf.runtime import TORCH_SWITCH_INTERVAL_S, tune_switch_interval
-from streamclf.stream_parts import open_stream_parts
 
 HERE = Path(__file__).resolve().parent
 CLIP = HERE.parent.parent / "shared" / "data" / "videos" / "VideoQA-NTO__eating_spaghetti.mp4"

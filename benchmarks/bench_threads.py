@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from streamclf.backends.factory import create_backend
 from streamclf.bench import bench_fast, bench_live, bench_model, make_test_clip
+from streamclf.engine.backends.factory import create_backend
 from streamclf.models import load_model
 
 HERE = Path(__file__).resolve().parent

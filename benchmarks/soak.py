@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from streamclf.config import RunConfig
-from streamclf.events import read_events
-from streamclf.pipeline import StreamPipeline
+from streamclf.live.events import read_events
+from streamclf.live.runner import StreamPipeline
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CLIP = HERE.parent / "tests" / "data" / "ta_chi.mp4"

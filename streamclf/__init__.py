@@ -24,13 +24,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
-    from streamclf.classify import ActionClassifier, ClassificationResult, classify_file
     from streamclf.models import ModelSpec, get_spec, list_models, load_model
+    from streamclf.offline.classify import ActionClassifier, ClassificationResult, classify_file
 
 _LAZY = {
-    "ActionClassifier": "streamclf.classify",
-    "ClassificationResult": "streamclf.classify",
-    "classify_file": "streamclf.classify",
+    "ActionClassifier": "streamclf.offline.classify",
+    "ClassificationResult": "streamclf.offline.classify",
+    "classify_file": "streamclf.offline.classify",
     "ModelSpec": "streamclf.models",
     "get_spec": "streamclf.models",
     "list_models": "streamclf.models",

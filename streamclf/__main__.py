@@ -1,5 +1,5 @@
 """``python -m streamclf`` = the ``streamclf`` command."""
 
-from streamclf.cli import console_main
+from streamclf.cli.main import console_main
 
 console_main()

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from streamclf.backends.base import InferenceBackend
 from streamclf.config import RunConfig
-from streamclf.events import EventLog
+from streamclf.engine.backends.base import InferenceBackend
+from streamclf.live.events import EventLog
+from streamclf.live.runner import StreamPipeline
+from streamclf.media.sources import open_source
 from streamclf.models.loader import LoadedModel
-from streamclf.pipeline import StreamPipeline
-from streamclf.sources import open_source
 
 __all__ = ["bench_fast", "bench_live", "bench_model", "bench_sequential", "make_test_clip"]
 
@@ -213,7 +213,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
     """The machine and library versions, for the results' header."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from streamclf.backends.factory import cpu_name
+    from streamclf.engine.backends.factory import cpu_name
 
     info: dict[str, Any] = {"cpu": cpu_name(), "cores": os.cpu_count(),
                             "threads": threads, "date": time.strftime("%Y-%m-%d %H:%M UTC",
@@ -252,7 +252,7 @@ def run_suite(
     ``openvino:int8``), model-only (batch 1 and best batch),
     pipeline ``fast`` vs the sequential baseline on the same clip and stride, and the live
     pipeline on the clip replayed at 30 fps, native and upscaled to 720p."""
-    from streamclf.backends.factory import create_backend
+    from streamclf.engine.backends.factory import create_backend
     from streamclf.models.loader import load_model
 
     run_threads(threads)

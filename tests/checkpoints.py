@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from streamclf.media.video import iter_frames
 from streamclf.models.network import _head_applies_softmax, build_network
-from streamclf.video import iter_frames
 
 if TYPE_CHECKING:
     from streamclf.models.registry import ModelSpec

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from streamclf import cli
+from streamclf.cli import main as cli
 from streamclf.models import get_spec
 from streamclf.models.network import build_network
 from tests.conftest import LOCAL_DATA, REPO

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamclf.backends import FakeBackend
 from streamclf.bench import bench_fast, bench_live, bench_model, bench_sequential, markdown_table
+from streamclf.engine.backends import FakeBackend
 from streamclf.models import load_model
 
 

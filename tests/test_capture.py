@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamclf.capture import CaptureThread
 from streamclf.errors import ConfigError, SourceError, StreamclfError
-from streamclf.sources import FakeSource, FrameSource, SyntheticSource, open_source
+from streamclf.media.capture import CaptureThread
+from streamclf.media.sources import FakeSource, FrameSource, SyntheticSource, open_source
 from streamclf.types import Frame
 from tests.servers import rtsp_server_or_skip
 

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamclf.cli import main
+from streamclf.cli.main import main
 from streamclf.cluster.messages import ClipRequest, ClipResult
 from streamclf.cluster.model_server import BatchingModel
 from streamclf.cluster.stream_worker import StreamWorker
 from streamclf.cluster.webhook import WebhookForwarder
 from streamclf.config import RunConfig
-from streamclf.events import read_events
+from streamclf.live.events import read_events
 from tests.conftest import LOCAL_DATA, REPO
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -304,7 +304,7 @@ def test_a_crashed_model_actor_is_restarted_and_the_streams_go_on(
     import ray
 
     from streamclf.cluster.runner import ClusterOptions, ClusterRunner
-    from streamclf.events import EventLog
+    from streamclf.live.events import EventLog
     from streamclf.streams_config import load_streams_config
 
     path = tmp_path / "events.jsonl"

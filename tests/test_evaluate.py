@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from streamclf.cli import build_parser
-from streamclf.cli_evaluate import run as run_evaluate
-from streamclf.datasets import DatasetItem, match_labels, normalize_label, read_dataset
+from streamclf.cli.evaluate import run as run_evaluate
+from streamclf.cli.main import build_parser
 from streamclf.errors import ConfigError, DataError, StreamclfError
-from streamclf.evaluate import evaluate
 from streamclf.models.labels import kinetics400_labels
+from streamclf.offline.datasets import DatasetItem, match_labels, normalize_label, read_dataset
+from streamclf.offline.evaluate import evaluate
 from streamclf.progress import Progress, format_eta
 from tests.conftest import REPO, manifest_rows, shared_data_or_skip
 
@@ -171,7 +171,7 @@ def test_progress_redraws_on_a_terminal_and_prints_plain_lines_elsewhere() -> No
 @pytest.fixture(scope="module")
 def classifier() -> Iterator[Any]:
     torch = pytest.importorskip("torch")
-    from streamclf.classify import ActionClassifier
+    from streamclf.offline.classify import ActionClassifier
 
     before = torch.get_num_threads()
     torch.set_num_threads(THREADS)
@@ -336,8 +336,8 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, streamclf.evaluate, streamclf.datasets, streamclf.progress, "
-            "streamclf.cli_evaluate; print(sorted({'torch', 'cv2', 'onnxruntime', 'openvino'} "
+    code = ("import sys, streamclf.offline.evaluate, streamclf.offline.datasets, streamclf.progress, "
+            "streamclf.cli.evaluate; print(sorted({'torch', 'cv2', 'onnxruntime', 'openvino'} "
             "& set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from streamclf.errors import DataError
-from streamclf.events import EVENT_TYPES, EventLog, make_event, prediction_event, read_events
+from streamclf.live.events import EVENT_TYPES, EventLog, make_event, prediction_event, read_events
 from streamclf.types import Event, Prediction
 
 

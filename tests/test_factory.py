@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamclf.backends import FakeBackend, factory
+from streamclf.engine.backends import FakeBackend, factory
 from streamclf.errors import ConfigError
 from streamclf.models import load_model
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from streamclf.events import read_events
+from streamclf.live.events import read_events
 from tests.conftest import REPO
 from tests.servers import RtspServer, rtsp_server_or_skip
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from streamclf.backends import FakeBackend
 from streamclf.config import RunConfig
-from streamclf.events import EventLog, read_events
+from streamclf.engine.backends import FakeBackend
+from streamclf.live.control import StreamController
+from streamclf.live.events import EventLog, read_events
+from streamclf.live.pipeline import MultiStreamPipeline
+from streamclf.media.sources import open_source
 from streamclf.models import get_spec
-from streamclf.multi_pipeline import MultiStreamPipeline
-from streamclf.multi_run import StreamController
-from streamclf.sources import open_source
 from streamclf.web import WebHub, WebServer
 from tests.conftest import REPO
 

@@ -22,21 +22,21 @@ import numpy as np
 import pytest
 import torch
 
-from streamclf.backends import export as export_mod
-from streamclf.backends.export import (
+from streamclf.engine.backends import export as export_mod
+from streamclf.engine.backends.export import (
     cached_onnx,
     describe_onnx,
     export_onnx,
     model_fingerprint,
     onnx_cache_dir,
 )
-from streamclf.backends.onnx_backend import OnnxBackend, default_providers
-from streamclf.backends.torch_backend import TorchBackend
+from streamclf.engine.backends.onnx_backend import OnnxBackend, default_providers
+from streamclf.engine.backends.torch_backend import TorchBackend
 from streamclf.errors import ConfigError, ModelError
+from streamclf.media.preprocess import ClipTransform
 from streamclf.models import get_spec, load_model
 from streamclf.models.loader import LoadedModel
 from streamclf.models.registry import ModelSpec
-from streamclf.preprocess import ClipTransform
 from tests.checkpoints import clip_frames, make_checkpoint, read_span
 from tests.conftest import REPO
 
@@ -175,7 +175,7 @@ def _ort_run(path: Path, feed: dict[str, np.ndarray]) -> list[Any]:
 def run_cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
     """``streamclf ARGS`` in a fresh process (the CLI configures logging globally);
     ``code`` runs first, before the CLI's main, in the same process."""
-    call = f"import sys\n{code or ''}\nfrom streamclf.cli import main\nsys.exit(main(sys.argv[1:]))"
+    call = f"import sys\n{code or ''}\nfrom streamclf.cli.main import main\nsys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", call, *args], capture_output=True, text=True,
                           timeout=300, cwd=REPO, check=False)
 

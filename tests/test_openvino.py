@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-from streamclf.backends.torch_backend import TorchBackend
+from streamclf.engine.backends.torch_backend import TorchBackend
 from streamclf.errors import ConfigError, ModelError
+from streamclf.media.preprocess import ClipTransform
 from streamclf.models import get_spec, load_model
 from streamclf.models.loader import LoadedModel
-from streamclf.preprocess import ClipTransform
 from tests.checkpoints import clip_frames, make_checkpoint, read_span
 from tests.conftest import shared_data_or_skip
 
 if TYPE_CHECKING:
-    from streamclf.backends.openvino_backend import OpenVINOBackend
+    from streamclf.engine.backends.openvino_backend import OpenVINOBackend
 
 HAVE_OPENVINO = (importlib.util.find_spec("openvino") is not None
                  and importlib.util.find_spec("nncf") is not None)
@@ -38,7 +38,7 @@ needs_openvino = pytest.mark.skipif(
 
 COSINE_MIN = 0.999
 TOPK = 5
-LOGGER = "streamclf.backends.openvino_backend"
+LOGGER = "streamclf.engine.backends.openvino_backend"
 #: The parity clip (640x360, lots of motion); never used for calibration.
 PARITY_VIDEO = ("VideoQA-NTO__eating_spaghetti.mp4", 60)
 #: (video, first frame) of the clips that set the checkpoint's statistics.
@@ -120,7 +120,7 @@ def ir_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def x3d_fp32(cases: Callable[[str], Case], ir_cache: Path) -> OpenVINOBackend:
     """The first fp32 x3d_xs backend built in ``ir_cache`` (it converts)."""
-    from streamclf.backends.openvino_backend import OpenVINOBackend
+    from streamclf.engine.backends.openvino_backend import OpenVINOBackend
 
     return OpenVINOBackend(cases("x3d_xs").model, threads=2, cache_dir=ir_cache)
 
@@ -133,7 +133,7 @@ def x3d_fp32(cases: Callable[[str], Case], ir_cache: Path) -> OpenVINOBackend:
 def test_fp32_matches_torch_on_real_frames(
     cases: Callable[[str], Case], ir_cache: Path, x3d_fp32: OpenVINOBackend, name: str
 ) -> None:
-    from streamclf.backends.openvino_backend import OpenVINOBackend
+    from streamclf.engine.backends.openvino_backend import OpenVINOBackend
 
     case = cases(name)
     backend = (x3d_fp32 if name == "x3d_xs"
@@ -168,7 +168,7 @@ def test_second_build_loads_ir_from_cache(
     x3d_fp32: OpenVINOBackend,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from streamclf.backends.openvino_backend import OpenVINOBackend, model_fingerprint
+    from streamclf.engine.backends.openvino_backend import OpenVINOBackend, model_fingerprint
 
     model = cases("x3d_xs").model
     assert x3d_fp32.from_cache is False
@@ -185,7 +185,7 @@ def test_second_build_loads_ir_from_cache(
 
 @needs_openvino
 def test_fingerprint_follows_the_weights(cases: Callable[[str], Case]) -> None:
-    from streamclf.backends.openvino_backend import model_fingerprint
+    from streamclf.engine.backends.openvino_backend import model_fingerprint
 
     trained = cases("x3d_xs").model
     with torch.random.fork_rng(devices=[]):
@@ -200,7 +200,7 @@ def test_fingerprint_follows_the_weights(cases: Callable[[str], Case]) -> None:
 def test_bad_arguments_are_refused(
     cases: Callable[[str], Case], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streamclf.backends import openvino_backend as ovb
+    from streamclf.engine.backends import openvino_backend as ovb
 
     model = cases("x3d_xs").model
     with pytest.raises(ConfigError, match="precision"):
@@ -214,7 +214,7 @@ def test_bad_arguments_are_refused(
 
 @needs_openvino
 def test_default_calibration_uses_the_bundled_demo() -> None:
-    from streamclf.backends import openvino_backend as ovb
+    from streamclf.engine.backends import openvino_backend as ovb
 
     spec = get_spec("x3d_xs")
     clips = ovb._default_calibration(spec)
@@ -236,7 +236,7 @@ def test_int8_x3d_xs_accuracy_cost(
     Measured (12 clips): cosine mean 0.999 / min 0.994, top-5 overlap 75 %; the top-5
     *order* rarely survives: this checkpoint's head amplifies what differs between clips.
     """
-    from streamclf.backends.openvino_backend import (
+    from streamclf.engine.backends.openvino_backend import (
         INT8_COSINE_MIN,
         OpenVINOBackend,
         accuracy_cost,

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamclf import overlay
 from streamclf._lazy import cv2_module
 from streamclf.errors import DataError, StreamclfError
-from streamclf.overlay import (
+from streamclf.live import overlay
+from streamclf.live.overlay import (
     FakeSink,
     OverlayRenderer,
     OverlayStatus,

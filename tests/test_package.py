@@ -17,13 +17,13 @@ HEAVY = ("torch", "cv2", "onnxruntime", "onnx", "openvino", "nncf", "pytorchvide
 @pytest.mark.parametrize(
     "modules",
     [
-        "streamclf, streamclf.cli, streamclf.models.registry",
-        "streamclf.sources, streamclf.capture",
-        "streamclf.overlay, streamclf.events, streamclf.smoothing",
-        "streamclf.runtime, streamclf._net, streamclf.stream_parts",
-        "streamclf.web, streamclf.web.attach, streamclf.web.command, streamclf.web.uploads",
-        "streamclf.backends, streamclf.backends.torch_backend, streamclf.backends.export, "
-        "streamclf.backends.onnx_backend, streamclf.backends.openvino_backend",
+        "streamclf, streamclf.cli.main, streamclf.models.registry",
+        "streamclf.media.sources, streamclf.media.capture",
+        "streamclf.live.overlay, streamclf.live.events, streamclf.live.smoothing",
+        "streamclf.engine.runtime, streamclf._net, streamclf.live.parts",
+        "streamclf.web, streamclf.web.attach, streamclf.cli.serve, streamclf.web.uploads",
+        "streamclf.engine.backends, streamclf.engine.backends.torch_backend, streamclf.engine.backends.export, "
+        "streamclf.engine.backends.onnx_backend, streamclf.engine.backends.openvino_backend",
     ],
 )
 def test_import_is_light(modules: str) -> None:

@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 import torch
 
-from streamclf.classify import ActionClassifier, ClassificationResult
 from streamclf.models import MODEL_ZOO, get_spec
 from streamclf.models.network import _head_applies_softmax, build_network
 from streamclf.models.registry import ModelSpec
+from streamclf.offline.classify import ActionClassifier, ClassificationResult
 from tests.checkpoints import Preprocess, clip_frames, make_checkpoint, read_span
 from tests.conftest import shared_data_or_skip
 

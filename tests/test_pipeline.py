@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamclf.backends import FakeBackend
 from streamclf.config import RunConfig
-from streamclf.events import EventLog, read_events
+from streamclf.engine.backends import FakeBackend
+from streamclf.live.events import EventLog, read_events
+from streamclf.live.runner import StreamPipeline
+from streamclf.media.sources import SyntheticSource, open_source
 from streamclf.models import get_spec
-from streamclf.pipeline import StreamPipeline
-from streamclf.sources import SyntheticSource, open_source
 from tests.conftest import REPO
 
 LABELS = ("walking", "running", "waving")
@@ -239,7 +239,7 @@ def test_window_span_is_time_based_on_real_clips(tmp_path: Path, tai_chi_clip: P
 def test_switch_interval_follows_the_backend(backend: str, interval: float | None) -> None:
     """torch holds the GIL op by op, so its streaming process hands the GIL over faster; the
     backends that release it for a whole clip keep the interpreter's default."""
-    from streamclf.runtime import _DEFAULT_SWITCH_INTERVAL_S, tune_switch_interval
+    from streamclf.engine.runtime import _DEFAULT_SWITCH_INTERVAL_S, tune_switch_interval
 
     before = sys.getswitchinterval()
     try:

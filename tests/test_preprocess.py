@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamclf.models import get_spec
-from streamclf.preprocess import (
+from streamclf.media.preprocess import (
     ClipTransform,
     center_crop,
     normalize_clip,
@@ -18,6 +17,7 @@ from streamclf.preprocess import (
     short_side_shape,
     uniform_indices,
 )
+from streamclf.models import get_spec
 
 
 @pytest.mark.parametrize("available", [1, 2, 3, 4, 7, 13, 32, 48, 64, 99, 100, 256, 301])
@@ -101,7 +101,7 @@ def test_clip_transform_skip_temporal_and_prepared_frames() -> None:
 
 
 def test_batch_pathways_fast_path_equals_the_clip_transform() -> None:
-    from streamclf.backends.base import batch_pathways
+    from streamclf.engine.backends.base import batch_pathways
 
     rng = np.random.default_rng(1)
     for name in ("x3d_xs", "slowfast_r50"):

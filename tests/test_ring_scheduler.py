@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamclf.backends import FakeBackend
-from streamclf.inference import InferenceWorker, StreamSlot
-from streamclf.ring_buffer import FrameRing, span_indices
-from streamclf.scheduler import WindowScheduler
+from streamclf.engine.backends import FakeBackend
+from streamclf.engine.batcher import InferenceWorker, StreamSlot
+from streamclf.media.ring import FrameRing, span_indices
+from streamclf.media.scheduler import WindowScheduler
 from streamclf.types import BufferPolicy, Frame, Window
 
 
@@ -88,7 +88,7 @@ def test_span_indices_match_offline_rule() -> None:
     ts = np.arange(100) / 30.0
     picks = span_indices(ts, 1.0, 2.6, 4)
     inside = np.flatnonzero((ts >= 1.0) & (ts < 2.6))
-    from streamclf.preprocess import uniform_indices
+    from streamclf.media.preprocess import uniform_indices
 
     np.testing.assert_array_equal(picks, inside[uniform_indices(len(inside), 4)])
     assert span_indices(ts, 10.0, 11.0, 4) is None

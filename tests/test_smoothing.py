@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamclf.smoothing import Change, Smoother, top_k
+from streamclf.live.smoothing import Change, Smoother, top_k
 
 LABELS = ("run", "walk", "sit", "jump")
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamclf.errors import SourceError
-from streamclf.sources import (
+from streamclf.media.sources import (
     FakeSource,
     FrameSource,
     OpenCVSource,

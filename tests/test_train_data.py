@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamclf.cli import main
+from streamclf.cli.main import main
 from streamclf.errors import ConfigError, DataError
 from streamclf.models.registry import get_spec
 from streamclf.train.augment import (

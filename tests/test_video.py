@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamclf.errors import DataError
-from streamclf.video import centered_windows, iter_frames, probe, read_windows, sample_frames
+from streamclf.media.video import centered_windows, iter_frames, probe, read_windows, sample_frames
 
 
 def test_iter_frames_gives_rgb_and_monotonic_timestamps(tai_chi_clip: Path) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamclf.capture import CaptureThread
 from streamclf.errors import SourceError
-from streamclf.sources import FakeSource, FrameSource
+from streamclf.media.capture import CaptureThread
+from streamclf.media.sources import FakeSource, FrameSource
+from streamclf.media.watchdog import WatchdogSource
 from streamclf.types import Frame
-from streamclf.watchdog import WatchdogSource
 
 pytestmark = pytest.mark.timeout(30)
 IMG = np.zeros((4, 6, 3), np.uint8)

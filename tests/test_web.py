@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamclf.backends import FakeBackend
 from streamclf.config import RunConfig
+from streamclf.engine.backends import FakeBackend
 from streamclf.errors import ConfigError, DataError
-from streamclf.events import EventLog, make_event, read_events
+from streamclf.live.events import EventLog, make_event, read_events
+from streamclf.live.runner import StreamPipeline
+from streamclf.media.sources import SyntheticSource
 from streamclf.models import get_spec
-from streamclf.pipeline import StreamPipeline
-from streamclf.sources import SyntheticSource
 from streamclf.web import WebHub, WebServer, parse_bind
 from streamclf.web.attach import attach_pipeline
 from streamclf.web.uploads import ClassifyService, parse_upload
@@ -289,7 +289,7 @@ def test_parse_upload() -> None:
 
 @pytest.fixture(scope="module")
 def classify_service() -> ClassifyService:
-    from streamclf.classify import ActionClassifier
+    from streamclf.offline.classify import ActionClassifier
 
     return ClassifyService(lambda: ActionClassifier("x3d_xs", "random", device="cpu"))
 
@@ -297,7 +297,7 @@ def classify_service() -> ClassifyService:
 def test_upload_classifies_a_real_video(hub: WebHub, tai_chi_clip: Path,
                                         corrupted_clip: Path,
                                         classify_service: ClassifyService) -> None:
-    from streamclf.classify import ActionClassifier
+    from streamclf.offline.classify import ActionClassifier
 
     server = WebServer(hub, "127.0.0.1", 0, classifier=classify_service,
                        max_upload_mb=1.0).start()
@@ -373,7 +373,7 @@ def test_pipeline_attached_to_the_web_view(tmp_path: Path) -> None:
 def test_run_web_bad_bind_is_one_line(extra: list[str], needle: str, tai_chi_clip: Path,
                                       capsys: pytest.CaptureFixture[str],
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamclf.cli import main
+    from streamclf.cli.main import main
 
     monkeypatch.delenv("STREAMCLF_TOKEN", raising=False)
     status = main(["run", "--source", str(tai_chi_clip), "--weights", "random", *extra])
@@ -389,7 +389,7 @@ def test_run_web_serves_while_the_run_lasts(tai_chi_clip: Path, tmp_path: Path,
     and the server is gone when the run ends."""
     import socket
 
-    from streamclf.cli import main
+    from streamclf.cli.main import main
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

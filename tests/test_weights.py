@@ -21,7 +21,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from streamclf import cli
+from streamclf.cli import main as cli
 from streamclf.errors import ConfigError, WeightsError
 from streamclf.models import MODEL_ZOO, get_spec, load_classmap, load_model
 from streamclf.models.network import build_network, resolve_device

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from streamclf.classify import ActionClassifier
 from streamclf.models import MODEL_ZOO, ModelSpec, get_spec, kinetics400_labels
 from streamclf.models.network import build_network
+from streamclf.offline.classify import ActionClassifier
 
 StateDict = dict[str, torch.Tensor]
 

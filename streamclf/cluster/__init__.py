@@ -15,7 +15,7 @@ Modules: :mod:`~streamclf.cluster.messages` (the frozen data crossing actors),
 :mod:`~streamclf.cluster.stream_worker` (one stream's capture, windows and smoothing),
 :mod:`~streamclf.cluster.connect` (joining or starting Ray), :mod:`~streamclf.cluster.runner`
 (the driver), :mod:`~streamclf.cluster.webhook`, :mod:`~streamclf.cluster.evaluate` and
-:mod:`~streamclf.cluster.command` (the CLI). Nothing here imports ``ray`` at import time:
+:mod:`~streamclf.cli.cluster` (the CLI). Nothing here imports ``ray`` at import time:
 ``import streamclf`` stays light and Ray is needed only when a cluster command runs
 (``pip install 'streamclf[cluster]'``).
 """

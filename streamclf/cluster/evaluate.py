@@ -1,7 +1,7 @@
 """``streamclf evaluate --engine ray``: the dataset spread over a pool of Ray actors.
 
-Each actor builds the same :class:`~streamclf.classify.ActionClassifier` as the local engine
-and classifies chunks of the dataset with :func:`streamclf.evaluate.evaluate` itself, so
+Each actor builds the same :class:`~streamclf.offline.classify.ActionClassifier` as the local engine
+and classifies chunks of the dataset with :func:`streamclf.offline.evaluate.evaluate` itself, so
 decoding, clip choice, classification and failure messages are the local engine's and the
 report is equal (up to its timing fields). Results are handed to ``on_result`` and returned
 in dataset order; ``fail_fast`` and the stop event behave as in the local engine.
@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from streamclf.datasets import DatasetItem
-from streamclf.evaluate import Evaluation, FileResult
+from streamclf.offline.datasets import DatasetItem
+from streamclf.offline.evaluate import Evaluation, FileResult
 
 __all__ = ["EvalActor", "add_engine_options", "evaluate_from_args", "evaluate_on_ray"]
 
@@ -50,7 +50,7 @@ class EvalActor:
     """One classifier in a Ray actor (create with ``ray.remote``).
 
     Args:
-        classifier: keyword arguments of :class:`~streamclf.classify.ActionClassifier`.
+        classifier: keyword arguments of :class:`~streamclf.offline.classify.ActionClassifier`.
         threads: torch's inference threads in this actor.
         cwd: the driver's folder (entered when it exists here, for relative paths).
     """
@@ -65,8 +65,8 @@ class EvalActor:
         """Build the classifier; the one-line error when it cannot be built."""
         import torch
 
-        from streamclf.classify import ActionClassifier
         from streamclf.errors import StreamclfError
+        from streamclf.offline.classify import ActionClassifier
 
         torch.set_num_threads(self._threads)
         try:
@@ -77,7 +77,7 @@ class EvalActor:
 
     def run(self, items: Sequence[DatasetItem], clips: int, workers: int) -> list[FileResult]:
         """Classify ``items`` exactly as the local engine does (same function)."""
-        from streamclf.evaluate import evaluate
+        from streamclf.offline.evaluate import evaluate
 
         return list(evaluate(self._clf, items, workers=workers, clips=clips).results)
 
@@ -105,10 +105,10 @@ def evaluate_on_ray(
     """Classify ``items`` on the connected Ray cluster (see the module doc).
 
     Args:
-        classifier: :class:`~streamclf.classify.ActionClassifier` keyword arguments.
+        classifier: :class:`~streamclf.offline.classify.ActionClassifier` keyword arguments.
         threads: CPUs reserved by, and inference threads of, each actor.
         workers: decoding threads inside each actor.
-        clips, fail_fast, stop, on_result: as :func:`streamclf.evaluate.evaluate`.
+        clips, fail_fast, stop, on_result: as :func:`streamclf.offline.evaluate.evaluate`.
 
     Raises:
         ModelError: an actor could not build the classifier (the first message).

@@ -172,7 +172,7 @@ class ModelActor:
                  threads: int = 1) -> None:
         import torch
 
-        from streamclf.backends.factory import create_backend
+        from streamclf.engine.backends.factory import create_backend
         from streamclf.models.loader import load_model
 
         self.index = index

@@ -6,7 +6,7 @@
    opens its source; one that cannot is logged (``error`` + ``stopped``) and the others go
    on; when none can, the run fails with the first reason.
 3. Every 0.2 s the driver drains each stream's outbox and writes the events, in the order
-   received, to the one :class:`~streamclf.events.EventLog` (which numbers them: ``seq`` is
+   received, to the one :class:`~streamclf.live.events.EventLog` (which numbers them: ``seq`` is
    contiguous over all streams) and to the webhook.
 4. At the deadline, on a stop request (SIGINT/SIGTERM), or when every stream has ended (files
    without ``loop``), each stream is stopped (bounded waits): its open label ends and its
@@ -28,7 +28,7 @@ from streamclf.cluster.messages import Drained, StreamTotals
 from streamclf.cluster.webhook import WebhookForwarder
 from streamclf.config import RunConfig
 from streamclf.errors import ConfigError, ModelError, SourceError
-from streamclf.events import EventLog, make_event
+from streamclf.live.events import EventLog, make_event
 from streamclf.streams_config import StreamsConfig
 from streamclf.types import Event
 

@@ -1,6 +1,6 @@
 """One stream on a cluster node: capture, windows, remote inference, smoothing, events.
 
-The same parts as :class:`~streamclf.pipeline.StreamPipeline` (CaptureThread -> FrameRing ->
+The same parts as :class:`~streamclf.live.runner.StreamPipeline` (CaptureThread -> FrameRing ->
 WindowScheduler -> Smoother), but the model is remote: each due window goes out as a
 :class:`~streamclf.cluster.messages.ClipRequest` through the ``infer`` callable and at most
 one window per stream is in flight, so a slow model means fewer, fresher windows (skipped
@@ -22,17 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from streamclf.capture import CaptureThread
 from streamclf.cluster.messages import ClipRequest, ClipResult, Drained, StreamTotals
 from streamclf.config import RunConfig
 from streamclf.errors import ModelError, StreamclfError
-from streamclf.events import make_event, prediction_event
+from streamclf.live.events import make_event, prediction_event
+from streamclf.live.smoothing import Smoother, top_k
+from streamclf.media.capture import CaptureThread
+from streamclf.media.preprocess import resize_and_crop
+from streamclf.media.ring import FrameRing
+from streamclf.media.scheduler import WindowScheduler
+from streamclf.media.sources import FrameSource, mask_credentials, open_source, parse_spec
 from streamclf.models.registry import get_spec
-from streamclf.preprocess import resize_and_crop
-from streamclf.ring_buffer import FrameRing
-from streamclf.scheduler import WindowScheduler
-from streamclf.smoothing import Smoother, top_k
-from streamclf.sources import FrameSource, mask_credentials, open_source, parse_spec
 from streamclf.types import BufferPolicy, Event, Frame, Prediction, Window
 
 __all__ = ["InferenceStopped", "StreamActor", "StreamWorker"]

@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streamclf.errors import ConfigError
-from streamclf.sources import mask_credentials
+from streamclf.media.sources import mask_credentials
 
 __all__ = ["WebhookForwarder", "check_webhook_url"]
 

@@ -7,7 +7,7 @@ Training (the Kinetics fine-tuning recipe)::
     (brightness, contrast, saturation; one draw per clip) -> x / 255 -> Normalize(mean, std)
     -> PackPathway(alpha)
 
-Validation is exactly the inference transform (:class:`streamclf.preprocess.ClipTransform`):
+Validation is exactly the inference transform (:class:`streamclf.media.preprocess.ClipTransform`):
 uniform subsample, short-side resize to ``side_size``, centre crop, normalise.
 
 Every random choice comes from the ``numpy.random.Generator`` passed in, so a clip's
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamclf._lazy import cv2_module
-from streamclf.preprocess import (
+from streamclf.media.preprocess import (
     ClipTransform,
     normalize_clip,
     pack_pathways,

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamclf.datasets import PATH_COLUMNS, VIDEO_EXTENSIONS
 from streamclf.errors import ConfigError, DataError
+from streamclf.offline.datasets import PATH_COLUMNS, VIDEO_EXTENSIONS
 from streamclf.train import formats
 from streamclf.train.formats import Entry
 

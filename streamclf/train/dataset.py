@@ -23,8 +23,8 @@ import numpy as np
 
 from streamclf._lazy import cv2_module, require
 from streamclf.errors import DataError
+from streamclf.media.video import centered_windows, probe, read_windows
 from streamclf.train.data import IMAGE_EXTENSIONS, Sample
-from streamclf.video import centered_windows, probe, read_windows
 
 __all__ = ["Batch", "ClipDataset", "collate", "read_clip", "sample_rng"]
 

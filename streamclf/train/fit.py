@@ -269,7 +269,7 @@ def _epoch_line(r: EpochResult, epochs: int) -> str:
 def _predict(paths: tuple[Path, ...], weights: Path, config: TrainConfig, device: str) -> None:
     """Classify the dataset's ``predict/`` clips with the best checkpoint, through the same
     code as ``streamclf classify``; writes ``OUT/predictions.csv``."""
-    from streamclf.classify import ActionClassifier
+    from streamclf.offline.classify import ActionClassifier
 
     clf = ActionClassifier(config.model, str(weights), topk=1, device=device)
     target = config.out / "predictions.csv"

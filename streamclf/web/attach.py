@@ -1,4 +1,4 @@
-"""Connect a :class:`~streamclf.pipeline.StreamPipeline` to a :class:`WebHub`.
+"""Connect a :class:`~streamclf.live.runner.StreamPipeline` to a :class:`WebHub`.
 
 :func:`attach_pipeline` (call before ``pipeline.start()``) adds three taps and changes
 nothing else about the run:
@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from streamclf.events import make_event
+from streamclf.live.events import make_event
 from streamclf.types import Event
 from streamclf.web.hub import WebHub
 from streamclf.web.mjpeg_sink import MjpegSink
 
 if TYPE_CHECKING:
-    from streamclf.events import EventLog
-    from streamclf.pipeline import StreamPipeline
+    from streamclf.live.events import EventLog
+    from streamclf.live.runner import StreamPipeline
 
 __all__ = ["EventTap", "attach_pipeline"]
 
@@ -34,7 +34,7 @@ _SOURCE_STATE = {"source_opened": "live", "source_restored": "live", "source_los
 class EventTap:
     """An event log that also publishes each written record to a hub.
 
-    Behaves as the wrapped :class:`~streamclf.events.EventLog` (other attributes are
+    Behaves as the wrapped :class:`~streamclf.live.events.EventLog` (other attributes are
     passed through). Thread-safe as the log is; the hub publish is thread-safe too.
     """
 
@@ -58,7 +58,7 @@ class EventTap:
 
 def attach_pipeline(hub: WebHub, pipeline: StreamPipeline, max_fps: float = 15.0) -> None:
     """Show ``pipeline`` in the web view. Call before ``pipeline.start()``."""
-    from streamclf.overlay import OverlayRenderer
+    from streamclf.live.overlay import OverlayRenderer
 
     tap = EventTap(pipeline.events, hub)
     pipeline.events = tap  # type: ignore[assignment]

@@ -1,6 +1,6 @@
 """``MjpegSink``: overlay frames -> JPEG -> :class:`~streamclf.web.hub.WebHub`.
 
-A :class:`~streamclf.overlay.FrameSink` for the web view's ``/stream.mjpg``. It runs on the
+A :class:`~streamclf.live.overlay.FrameSink` for the web view's ``/stream.mjpg``. It runs on the
 overlay renderer's thread (never on capture or inference), encodes only while someone is
 watching, and at most ``max_fps`` frames a second (a 720p JPEG costs ~5 ms here).
 """

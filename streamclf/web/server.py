@@ -63,7 +63,7 @@ def parse_bind(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
 
 
 class StreamControl(Protocol):
-    """What ``/api/streams`` calls (see :class:`streamclf.multi_run.StreamController`)."""
+    """What ``/api/streams`` calls (see :class:`streamclf.live.control.StreamController`)."""
 
     def add(self, item: dict[str, Any]) -> dict[str, Any]: ...
     def remove(self, stream_id: str) -> dict[str, Any]: ...

@@ -2,7 +2,7 @@
 
 The upload is parsed with the standard library's ``email`` parser (``cgi`` is deprecated),
 written to a private temporary file with a sanitised suffix, classified with one shared
-:class:`~streamclf.classify.ActionClassifier` (built on first use, one request at a time),
+:class:`~streamclf.offline.classify.ActionClassifier` (built on first use, one request at a time),
 and deleted.
 """
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from streamclf.errors import DataError
 
 if TYPE_CHECKING:
-    from streamclf.classify import ActionClassifier
+    from streamclf.offline.classify import ActionClassifier
 
 __all__ = ["ClassifyService", "parse_upload"]
 

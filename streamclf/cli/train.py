@@ -1,4 +1,4 @@
-"""``streamclf train``: the parser and the handler (registered in :mod:`streamclf.cli`)."""
+"""``streamclf train``: the parser and the handler (registered in :mod:`streamclf.cli.main`)."""
 
 from __future__ import annotations
 

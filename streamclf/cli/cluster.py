@@ -1,6 +1,6 @@
 """``streamclf cluster run``: the streams of a config on a Ray cluster, one event log.
 
-Registered in :mod:`streamclf.cli` (``add_parser`` builds the sub-command, ``run`` is its
+Registered in :mod:`streamclf.cli.main` (``add_parser`` builds the sub-command, ``run`` is its
 handler). Exit status: 0 after a clean end (deadline, every file done, or SIGINT/SIGTERM);
 1 on a user error (bad config, unreachable ``--address``, model or sources that cannot be
 loaded) or when a stream ended with an error (each printed on one line); 130 when
@@ -20,7 +20,7 @@ from typing import Any
 
 from streamclf.config import RunConfig
 from streamclf.errors import ConfigError
-from streamclf.sources import mask_credentials
+from streamclf.media.sources import mask_credentials
 from streamclf.streams_config import StreamsConfig
 
 __all__ = ["add_parser", "run"]
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from streamclf.cluster.connect import check_address, connect, disconnect
     from streamclf.cluster.runner import ClusterOptions, ClusterRunner, Interrupted
     from streamclf.cluster.webhook import WebhookForwarder, check_webhook_url
-    from streamclf.events import EventLog
+    from streamclf.live.events import EventLog
 
     streams = _load(args)
     shared = streams.shared

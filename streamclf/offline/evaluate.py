@@ -29,13 +29,13 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamclf.datasets import DatasetItem, match_labels
 from streamclf.errors import StreamclfError
+from streamclf.offline.datasets import DatasetItem, match_labels
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from streamclf.classify import ActionClassifier
+    from streamclf.offline.classify import ActionClassifier
 
 __all__ = [
     "RECALL_AT",
@@ -206,7 +206,7 @@ def build_report(
     """The evaluation report as a JSON-ready dict.
 
     Only files that were predicted and whose label matches a class (see
-    :func:`streamclf.datasets.match_labels`) count in the recall figures; files whose
+    :func:`streamclf.offline.datasets.match_labels`) count in the recall figures; files whose
     label matches no class are still predicted and are listed in ``unmatched_labels``.
 
     Args:

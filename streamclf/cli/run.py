@@ -1,7 +1,7 @@
 """The live commands of the CLI: ``run`` (one stream or several), ``serve`` and ``demo``.
 
 Each ``cmd_*`` takes the parsed arguments and returns the exit status; user errors are
-raised as :class:`~streamclf.errors.StreamclfError` and printed by :func:`streamclf.cli.main`.
+raised as :class:`~streamclf.errors.StreamclfError` and printed by :func:`streamclf.cli.main.main`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ RUN_KEYS = ("source", "stream_id", "model", "weights", "device", "backend", "pre
 def run_pipeline(config: RunConfig, web: WebServer | None = None) -> int:
     """Run one stream until it ends, --duration passes, or SIGINT/SIGTERM; returns the status.
     With ``web`` (a bound server), the stream is shown in the web view while it runs."""
-    from streamclf.pipeline import StreamPipeline
+    from streamclf.live.runner import StreamPipeline
 
     pipeline = StreamPipeline.from_config(config)
     if web is not None:
@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     streams = load_streams_config(args.config, overrides, args.source)
     web = None
     if args.web is not None:
-        from streamclf.web.command import open_web_for_run
+        from streamclf.cli.serve import open_web_for_run
 
         web = open_web_for_run(args, streams.shared)  # bind first: a taken port fails early
     try:
@@ -130,7 +130,7 @@ def run_streams(streams: StreamsConfig, config_path: str | None, overrides: dict
     multi-stream run with its shared batching worker."""
     if not streams.listed and len(streams.streams) == 1:
         return run_pipeline(streams.shared, web)
-    from streamclf.multi_run import run_streams as run_multi
+    from streamclf.live.control import run_streams as run_multi
 
     status, error = run_multi(streams, config_path, overrides, web)
     if error:
@@ -139,6 +139,6 @@ def run_streams(streams: StreamsConfig, config_path: str | None, overrides: dict
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from streamclf.web.command import cmd_serve as serve
+    from streamclf.cli.serve import cmd_serve as serve
 
     return serve(args, run_streams)

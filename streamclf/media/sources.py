@@ -159,7 +159,7 @@ class OpenCVSource:
             them (a webcam read is bounded by the V4L2 backend's own select() timeout).
 
     ``read(timeout_s)``: the FFmpeg read timeout is fixed at open (``read_timeout_ms``); the
-    argument cannot shorten it (:class:`~streamclf.watchdog.WatchdogSource` can). Media
+    argument cannot shorten it (:class:`~streamclf.media.watchdog.WatchdogSource` can). Media
     timestamps are forced strictly increasing.
 
     Raises:

@@ -2,7 +2,7 @@
 
 Example::
 
-    from streamclf.datasets import match_labels, read_dataset
+    from streamclf.offline.datasets import match_labels, read_dataset
     items = read_dataset("reverse_video_search.csv")       # id,path,label
     classes = match_labels({it.label for it in items}, clf.labels)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamclf.backends.base import InferenceBackend
-from streamclf.ring_buffer import FrameRing
-from streamclf.scheduler import WindowScheduler
+from streamclf.engine.backends.base import InferenceBackend
+from streamclf.media.ring import FrameRing
+from streamclf.media.scheduler import WindowScheduler
 from streamclf.types import Window
 
 __all__ = ["InferenceWorker", "StreamSlot"]

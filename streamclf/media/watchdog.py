@@ -26,7 +26,7 @@ from collections import deque
 import numpy as np
 
 from streamclf.errors import SourceError
-from streamclf.sources import FrameSource, mask_credentials
+from streamclf.media.sources import FrameSource, mask_credentials
 
 __all__ = ["WatchdogSource"]
 
@@ -37,7 +37,7 @@ _Item = tuple[np.ndarray, float] | SourceError | None
 
 
 class WatchdogSource:
-    """Wraps a :class:`~streamclf.sources.FrameSource` so that ``read`` never blocks for
+    """Wraps a :class:`~streamclf.media.sources.FrameSource` so that ``read`` never blocks for
     longer than its ``timeout_s``.
 
     The helper thread reads up to ``depth`` frames ahead of the consumer (no frame is lost:

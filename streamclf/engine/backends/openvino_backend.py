@@ -28,7 +28,7 @@ Precisions (``precision=``):
 Example::
 
     from streamclf.models import load_model
-    from streamclf.backends.openvino_backend import OpenVINOBackend
+    from streamclf.engine.backends.openvino_backend import OpenVINOBackend
     backend = OpenVINOBackend(load_model("x3d_xs", device="cpu"), threads=2)
     probs, feats = backend.infer([clip])   # clip: (4, 182, 182, 3) uint8 RGB
 """
@@ -50,13 +50,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from streamclf._lazy import require
-from streamclf.backends.base import batch_pathways
-from streamclf.backends.cache import cache_root, model_fingerprint
+from streamclf.engine.backends.base import batch_pathways
+from streamclf.engine.backends.cache import cache_root, model_fingerprint
 from streamclf.errors import ConfigError, ModelError
+from streamclf.media.preprocess import ClipTransform
+from streamclf.media.video import centered_windows, probe, read_windows
 from streamclf.models.loader import LoadedModel
 from streamclf.models.registry import ModelSpec
-from streamclf.preprocess import ClipTransform
-from streamclf.video import centered_windows, probe, read_windows
 
 __all__ = [
     "INT8_COSINE_MIN",
@@ -119,7 +119,7 @@ def calibration_clips_from_videos(
     """Real clips for int8 calibration, decoded the way ``classify_file`` does.
 
     Each video gets ``clips_per_video`` windows of the model's duration spread over it
-    (:func:`~streamclf.video.centered_windows`); frames are resized and cropped on decode
+    (:func:`~streamclf.media.video.centered_windows`); frames are resized and cropped on decode
     (``ClipTransform(spec).spatial``) and ``spec.num_frames`` of them picked uniformly.
 
     Returns:

@@ -5,7 +5,7 @@
     stream C: ...                                   ─┘   max_batch windows, one per stream)
                          -> each stream's Smoother -> one EventLog (+ each stream's overlay)
 
-Every stream is a :class:`~streamclf.pipeline.StreamPipeline` built on the shared backend,
+Every stream is a :class:`~streamclf.live.runner.StreamPipeline` built on the shared backend,
 worker and event log (events carry the stream id). Streams can be added and removed while
 the others run (:meth:`MultiStreamPipeline.add_stream` / :meth:`remove_stream`, used by
 the config reload on SIGHUP and by the web view's ``/api/streams``).
@@ -21,18 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from streamclf.backends.base import InferenceBackend
 from streamclf.config import RunConfig
+from streamclf.engine.backends.base import InferenceBackend
+from streamclf.engine.batcher import InferenceWorker
+from streamclf.engine.runtime import default_inference_threads, tune_switch_interval
 from streamclf.errors import ConfigError
-from streamclf.events import EventLog, make_event
-from streamclf.inference import InferenceWorker
-from streamclf.models.registry import ModelSpec
-from streamclf.pipeline import (
+from streamclf.live.events import EventLog, make_event
+from streamclf.live.parts import make_renderer
+from streamclf.live.runner import (
     PipelineResult,
     StreamPipeline,
 )
-from streamclf.runtime import default_inference_threads, tune_switch_interval
-from streamclf.stream_parts import make_renderer
+from streamclf.models.registry import ModelSpec
 from streamclf.streams_config import StreamsConfig
 
 __all__ = ["MultiResult", "MultiStreamPipeline"]
@@ -91,10 +91,10 @@ class MultiStreamPipeline:
         that fails to open fails the whole start: nothing is left running)."""
         import torch
 
-        from streamclf.backends.factory import create_backend
+        from streamclf.engine.backends.factory import create_backend
+        from streamclf.live.parts import open_stream_parts
+        from streamclf.media.sources import parse_spec
         from streamclf.models.loader import load_model
-        from streamclf.sources import parse_spec
-        from streamclf.stream_parts import open_stream_parts
 
         shared = config.shared
         for stream in config.streams:

@@ -21,20 +21,20 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from streamclf.backends.base import InferenceBackend
-from streamclf.capture import CaptureThread
 from streamclf.config import RunConfig
-from streamclf.events import EventLog, make_event, prediction_event
-from streamclf.inference import InferenceWorker, StreamSlot
+from streamclf.engine.backends.base import InferenceBackend
+from streamclf.engine.batcher import InferenceWorker, StreamSlot
+from streamclf.engine.runtime import default_inference_threads, tune_switch_interval
+from streamclf.live.events import EventLog, make_event, prediction_event
+from streamclf.live.overlay import OverlayRenderer, OverlayStatus
+from streamclf.live.parts import make_renderer, open_stream_parts
+from streamclf.live.smoothing import Smoother, top_k
+from streamclf.media.capture import CaptureThread
+from streamclf.media.preprocess import resize_and_crop
+from streamclf.media.ring import FrameRing
+from streamclf.media.scheduler import WindowScheduler
+from streamclf.media.sources import FrameSource, mask_credentials
 from streamclf.models.registry import ModelSpec
-from streamclf.overlay import OverlayRenderer, OverlayStatus
-from streamclf.preprocess import resize_and_crop
-from streamclf.ring_buffer import FrameRing
-from streamclf.runtime import default_inference_threads, tune_switch_interval
-from streamclf.scheduler import WindowScheduler
-from streamclf.smoothing import Smoother, top_k
-from streamclf.sources import FrameSource, mask_credentials
-from streamclf.stream_parts import make_renderer, open_stream_parts
 from streamclf.types import BufferPolicy, Frame, Prediction, Window
 
 __all__ = ["PipelineResult", "StreamPipeline"]
@@ -132,9 +132,9 @@ class StreamPipeline:
     @classmethod
     def from_config(cls, config: RunConfig, status_out: TextIO | None = None) -> StreamPipeline:
         """Load the model, open the event log and sinks, and prepare the source factory."""
-        from streamclf.backends.factory import create_backend
+        from streamclf.engine.backends.factory import create_backend
+        from streamclf.media.sources import parse_spec
         from streamclf.models.loader import load_model
-        from streamclf.sources import parse_spec
 
         threads = config.threads or default_inference_threads()
         import torch
@@ -319,7 +319,7 @@ class StreamPipeline:
             self.capture.error is not None or self.worker.idle(self.stream))
 
     def close_unstarted(self) -> None:
-        """Close what :func:`~streamclf.stream_parts.open_stream_parts` opened, for a stream
+        """Close what :func:`~streamclf.live.parts.open_stream_parts` opened, for a stream
         never started."""
         self.close_parts()
 

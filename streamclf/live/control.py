@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from streamclf.config import RunConfig
 from streamclf.errors import ConfigError, StreamclfError
-from streamclf.multi_pipeline import MultiStreamPipeline
+from streamclf.live.pipeline import MultiStreamPipeline
 from streamclf.streams_config import PER_STREAM_KEYS, StreamsConfig, load_streams_config
 
 if TYPE_CHECKING:
-    from streamclf.pipeline import StreamPipeline
+    from streamclf.live.runner import StreamPipeline
     from streamclf.web.server import WebServer
 
 __all__ = ["StreamController", "run_streams"]

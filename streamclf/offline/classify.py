@@ -17,11 +17,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamclf.backends.factory import create_backend
+from streamclf.engine.backends.factory import create_backend
+from streamclf.media.preprocess import ClipTransform
+from streamclf.media.video import centered_windows, probe, read_windows, sample_frames
 from streamclf.models.labels import ClassMap
 from streamclf.models.loader import LoadedModel, load_model
-from streamclf.preprocess import ClipTransform
-from streamclf.video import centered_windows, probe, read_windows, sample_frames
 
 __all__ = ["ActionClassifier", "ClassificationResult", "classify_file"]
 

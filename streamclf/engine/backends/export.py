@@ -16,7 +16,7 @@ positions (the clip embedding).
 Example::
 
     from streamclf.models import load_model
-    from streamclf.backends.export import export_onnx
+    from streamclf.engine.backends.export import export_onnx
     export_onnx(load_model("x3d_xs", "kinetics400", device="cpu"), Path("x3d_xs.onnx"))
 
 Torch and onnxruntime are imported on first use only.
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from streamclf._lazy import require
-from streamclf.backends.cache import cache_root, model_fingerprint
+from streamclf.engine.backends.cache import cache_root, model_fingerprint
 from streamclf.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:

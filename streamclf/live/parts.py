@@ -10,9 +10,9 @@ from typing import Any
 
 from streamclf.config import RunConfig
 from streamclf.errors import SourceError
-from streamclf.events import EventLog, make_event
-from streamclf.overlay import OverlayRenderer
-from streamclf.sources import FrameSource, mask_credentials
+from streamclf.live.events import EventLog, make_event
+from streamclf.live.overlay import OverlayRenderer
+from streamclf.media.sources import FrameSource, mask_credentials
 
 __all__ = ["StreamParts", "make_renderer", "open_stream_parts"]
 
@@ -49,8 +49,8 @@ def open_stream_parts(config: RunConfig) -> StreamParts:
         SourceError: the source cannot be opened, or ``output`` needs a frame size it
             does not declare. DataError: the output video cannot be created.
     """
-    from streamclf.overlay import VideoFileSink, WindowSink
-    from streamclf.sources import open_source, parse_spec
+    from streamclf.live.overlay import VideoFileSink, WindowSink
+    from streamclf.media.sources import open_source, parse_spec
 
     kind, _ = parse_spec(config.source)
     options: dict[str, Any] = (

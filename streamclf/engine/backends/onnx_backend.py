@@ -3,7 +3,7 @@
 Example::
 
     from streamclf.models import load_model
-    from streamclf.backends.onnx_backend import OnnxBackend
+    from streamclf.engine.backends.onnx_backend import OnnxBackend
     backend = OnnxBackend(load_model("x3d_xs", device="cpu"), threads=2)
     probs, feats = backend.infer([clip])   # clip: (4, 182, 182, 3) uint8 RGB
 
@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from streamclf._lazy import require
-from streamclf.backends.base import batch_pathways
-from streamclf.backends.export import OUTPUT_NAMES, cached_onnx, input_names, onnx_cache_dir
+from streamclf.engine.backends.base import batch_pathways
+from streamclf.engine.backends.export import OUTPUT_NAMES, cached_onnx, input_names, onnx_cache_dir
 from streamclf.errors import ConfigError, ModelError
+from streamclf.media.preprocess import ClipTransform
 from streamclf.models.loader import LoadedModel
-from streamclf.preprocess import ClipTransform
 
 __all__ = ["OnnxBackend", "default_providers"]
 
@@ -70,11 +70,11 @@ class OnnxBackend:
     ``infer(clips)`` takes ``B`` clips of ``(T, crop, crop, 3)`` uint8 RGB (resized and
     cropped, exactly ``num_frames`` frames) and returns ``(probs (B, K) float32,
     features (B, D) float32)``, the same contract and preprocessing as
-    :class:`~streamclf.backends.torch_backend.TorchBackend`.
+    :class:`~streamclf.engine.backends.torch_backend.TorchBackend`.
 
     Args:
         model: the loaded model; exported once through
-            :func:`~streamclf.backends.export.cached_onnx` unless ``onnx_path`` is given.
+            :func:`~streamclf.engine.backends.export.cached_onnx` unless ``onnx_path`` is given.
         threads: onnxruntime intra-op threads; ``None`` keeps onnxruntime's default
             (one per physical core). Inter-op threads are always 1 and graph
             optimisation is ``ORT_ENABLE_ALL``.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streamclf.preprocess import uniform_indices
+from streamclf.media.preprocess import uniform_indices
 from streamclf.types import BufferPolicy, Frame, Window
 
 __all__ = ["FrameRing", "span_indices"]
@@ -26,7 +26,7 @@ def span_indices(ts: np.ndarray, start: float, end: float, num_samples: int) -> 
     """Positions in ``ts`` (sorted ascending) of ``num_samples`` frames sampled from the span.
 
     The frames with ``start <= ts < end`` are taken, then ``num_samples`` of them are
-    picked with :func:`~streamclf.preprocess.uniform_indices`: the same rule as the
+    picked with :func:`~streamclf.media.preprocess.uniform_indices`: the same rule as the
     offline reference (``get_clip(start, end)`` then ``UniformTemporalSubsample``).
     Returns ``None`` when the span holds no frame.
     """

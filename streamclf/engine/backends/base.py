@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from streamclf.preprocess import ClipTransform, normalize_clip, uniform_indices
+from streamclf.media.preprocess import ClipTransform, normalize_clip, uniform_indices
 
 __all__ = ["FakeBackend", "InferenceBackend", "batch_pathways"]
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from streamclf._lazy import require
-from streamclf.backends.base import batch_pathways
+from streamclf.engine.backends.base import batch_pathways
 from streamclf.errors import ConfigError
+from streamclf.media.preprocess import ClipTransform
 from streamclf.models.loader import LoadedModel
-from streamclf.preprocess import ClipTransform
 
 __all__ = ["TorchBackend"]
 

@@ -74,7 +74,7 @@ def open_web(host: str, port: int, args: argparse.Namespace, model: str, weights
     from streamclf.web.uploads import ClassifyService
 
     def make_classifier() -> Any:
-        from streamclf.classify import ActionClassifier
+        from streamclf.offline.classify import ActionClassifier
 
         return ActionClassifier(model, weights, classmap=classmap, device=device,
                                 backend=backend)

@@ -1,6 +1,6 @@
 """``streamclf evaluate``: a labelled dataset in; recall@k, per-class recall and a report out.
 
-Registered in :mod:`streamclf.cli` (``add_parser`` builds the sub-command, ``run`` is its
+Registered in :mod:`streamclf.cli.main` (``add_parser`` builds the sub-command, ``run`` is its
 handler). Exit status: 0 when every file was classified and at least one counted in
 the recall; 1 when a file failed (the report is still written, with the failures),
 ``--fail-fast`` stopped the run, nothing could be evaluated, or on a user error;
@@ -18,11 +18,11 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from streamclf.datasets import read_dataset
 from streamclf.errors import ConfigError
+from streamclf.offline.datasets import read_dataset
 
 if TYPE_CHECKING:
-    from streamclf.evaluate import FileResult
+    from streamclf.offline.evaluate import FileResult
 
 __all__ = ["add_parser", "run"]
 
@@ -116,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     items = read_dataset(args.data, args.path_column, args.label_column)  # before the model
     from streamclf._lazy import require
-    from streamclf.classify import ActionClassifier
-    from streamclf.datasets import match_labels
-    from streamclf.evaluate import RECALL_AT, build_report, evaluate, markdown_report
+    from streamclf.engine.runtime import default_inference_threads
+    from streamclf.offline.classify import ActionClassifier
+    from streamclf.offline.datasets import match_labels
+    from streamclf.offline.evaluate import RECALL_AT, build_report, evaluate, markdown_report
     from streamclf.progress import Progress
-    from streamclf.runtime import default_inference_threads
 
     threads = args.threads or default_inference_threads()
     require("torch").set_num_threads(threads)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamclf.backends.base import InferenceBackend
-from streamclf.backends.cache import cache_root
+from streamclf.engine.backends.base import InferenceBackend
+from streamclf.engine.backends.cache import cache_root
 from streamclf.errors import ConfigError, ModelError, StreamclfError
 from streamclf.models.loader import LoadedModel
 
@@ -53,7 +53,7 @@ def cpu_name() -> str:
 
 def _build(name: str, model: LoadedModel, precision: str, threads: int | None) -> InferenceBackend:
     if name == "torch":
-        from streamclf.backends.torch_backend import TorchBackend
+        from streamclf.engine.backends.torch_backend import TorchBackend
 
         if precision == "int8":
             raise ConfigError("precision int8 needs --backend openvino (or auto)")
@@ -62,13 +62,13 @@ def _build(name: str, model: LoadedModel, precision: str, threads: int | None) -
         extra = ", bf16 and int8" if name == "openvino" else ""
         raise ConfigError(f"backend {name} supports precision fp32{extra}, not {precision}")
     if name == "onnxruntime":
-        from streamclf.backends.onnx_backend import OnnxBackend
+        from streamclf.engine.backends.onnx_backend import OnnxBackend
 
         return OnnxBackend(model, threads=threads)
     if name == "openvino":
         if model.device != "cpu":
             raise ConfigError("the openvino backend runs on the CPU; use --device cpu")
-        from streamclf.backends.openvino_backend import OpenVINOBackend
+        from streamclf.engine.backends.openvino_backend import OpenVINOBackend
 
         return OpenVINOBackend(model, threads=threads, precision=precision)
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -128,7 +128,7 @@ def create_backend(
     if torch_compile:
         if name != "torch":
             raise ConfigError("torch_compile needs --backend torch")
-        from streamclf.backends.torch_backend import TorchBackend
+        from streamclf.engine.backends.torch_backend import TorchBackend
 
         return BackendChoice(TorchBackend(model, precision=precision, compile=True),
                              "torch with torch.compile (as requested; the first clips compile)")

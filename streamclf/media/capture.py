@@ -1,7 +1,7 @@
 """The capture thread: reads a source, stamps frames, paces files, reconnects live feeds.
 
 One :class:`CaptureThread` per stream. It turns ``(image, media_ts)`` pairs from a
-:class:`~streamclf.sources.FrameSource` into :class:`~streamclf.types.Frame` objects and hands
+:class:`~streamclf.media.sources.FrameSource` into :class:`~streamclf.types.Frame` objects and hands
 them to ``on_frame``; status changes go to ``on_event(type, fields)``:
 
 =====================  ======================================================================
@@ -34,9 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 from streamclf.errors import ConfigError, SourceError, StreamclfError
-from streamclf.sources import FrameSource, mask_credentials
+from streamclf.media.sources import FrameSource, mask_credentials
+from streamclf.media.watchdog import WatchdogSource
 from streamclf.types import Frame, SourceInfo
-from streamclf.watchdog import WatchdogSource
 
 __all__ = ["CaptureThread"]
 
@@ -67,7 +67,7 @@ class CaptureThread:
         read_timeout_s: the frame watchdog: a live source that delivers no frame for this long
             is lost (``source_lost``, then reconnecting), even while its driver's read is still
             blocked (live sources are read through a
-            :class:`~streamclf.watchdog.WatchdogSource`). Files get it passed to ``read``.
+            :class:`~streamclf.media.watchdog.WatchdogSource`). Files get it passed to ``read``.
         backoff_initial_s, backoff_max_s, backoff_jitter: wait before reconnect attempt k is
             ``min(initial * 2**k, max)``, times a random factor in ``1 ± jitter``.
         max_reconnects: failed reconnect attempts in a row before giving up (None: never give

@@ -14,12 +14,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamclf import __version__, cli_evaluate, cli_run
-from streamclf.cli_run import default_demo_clip
-from streamclf.cluster import command as cluster_command
+from streamclf import __version__
+from streamclf.cli import cluster as cluster_command
+from streamclf.cli import evaluate as cli_evaluate
+from streamclf.cli import run as cli_run
+from streamclf.cli import train as train_command
+from streamclf.cli.run import default_demo_clip
 from streamclf.errors import DataError, StreamclfError
-from streamclf.sources import mask_credentials
-from streamclf.train import command as train_command
+from streamclf.media.sources import mask_credentials
 
 __all__ = ["build_parser", "console_main", "main"]
 
@@ -112,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backoff-jitter", dest="backoff_jitter", type=float, default=None,
                      metavar="F", help="each reconnect wait is multiplied by a random factor "
                      "in 1 +- F, so cameras lost together do not reconnect in step (default 0.2)")
-    from streamclf.web.command import add_serve_parser, add_web_flags
+    from streamclf.cli.serve import add_serve_parser, add_web_flags
 
     add_web_flags(run)
     add_serve_parser(sub)
@@ -192,7 +194,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from streamclf.classify import ActionClassifier
+    from streamclf.offline.classify import ActionClassifier
 
     if args.clips < 1:
         raise StreamclfError(f"--clips must be >= 1, got {args.clips}")
@@ -228,7 +230,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """Export on CPU, verify in onnxruntime, print the path and the graph's signature."""
-    from streamclf.backends.export import describe_onnx, export_onnx
+    from streamclf.engine.backends.export import describe_onnx, export_onnx
     from streamclf.models import load_model
 
     model = load_model(args.model, args.weights, classmap=args.classmap, device="cpu")

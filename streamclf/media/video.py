@@ -18,7 +18,7 @@ import numpy as np
 
 from streamclf._lazy import cv2_module
 from streamclf.errors import DataError
-from streamclf.preprocess import uniform_indices
+from streamclf.media.preprocess import uniform_indices
 
 __all__ = [
     "VideoInfo",

@@ -1,0 +1,1 @@
+"""Engine: inference backends, model loading with thread settings, and the batcher."""

@@ -1,0 +1,1 @@
+"""Media: sources, capture, decoding, preprocessing, the ring, the scheduler, the window rule."""

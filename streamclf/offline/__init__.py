@@ -1,0 +1,1 @@
+"""Offline: classify, evaluate and the dataset reader."""
