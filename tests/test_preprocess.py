@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from streamclf.errors import ConfigError, DataError
 from streamclf.media.preprocess import (
     ClipTransform,
     center_crop,
@@ -28,8 +29,10 @@ def test_uniform_indices_match_torch_linspace(available: int, samples: int) -> N
 
 
 def test_uniform_indices_rejects_empty() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="at least one frame"):
         uniform_indices(0, 4)
+    with pytest.raises(ConfigError, match="num_samples must be positive"):
+        uniform_indices(4, 0)
 
 
 @pytest.mark.parametrize(("h", "w", "size"), [(256, 340, 182), (240, 320, 256), (568, 320, 182),
@@ -56,7 +59,7 @@ def test_center_crop_offsets_and_errors() -> None:
     crop = center_crop(frame, 4)
     assert crop.shape == (4, 4, 1)
     assert crop[0, 0, 0] == frame[round(0.5), 2, 0]
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="smaller than the crop"):
         center_crop(frame, 6)
 
 
@@ -96,7 +99,7 @@ def test_clip_transform_skip_temporal_and_prepared_frames() -> None:
     (clip,) = ClipTransform(spec, temporal_subsample=False)(frames)
     assert clip.shape == (3, 6, 182, 182)  # all frames kept, none resized
     np.testing.assert_allclose(clip[0, :, 0, 0], (np.arange(6) / 255 - 0.45) / 0.225, rtol=1e-5)
-    with pytest.raises(ValueError):
+    with pytest.raises(DataError, match="no frames to classify"):
         ClipTransform(spec)([])
 
 

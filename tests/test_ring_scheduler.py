@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streamclf.engine.backends import FakeBackend
 from streamclf.engine.batcher import InferenceWorker, StreamSlot
+from streamclf.errors import ConfigError
 from streamclf.media.ring import FrameRing, span_indices
 from streamclf.media.scheduler import WindowScheduler
 from streamclf.types import BufferPolicy, Frame, Window
@@ -22,6 +23,15 @@ from streamclf.types import BufferPolicy, Frame, Window
 def frame(seq: int, ts: float, value: int = 0, size: int = 8) -> Frame:
     return Frame(seq=seq, ts=ts, wall_ts=1000.0 + ts,
                  image=np.full((size, size, 3), value % 256, np.uint8))
+
+
+def test_bad_sizes_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="capacity must be >= 2"):
+        FrameRing(1, (8, 8, 3))
+    with pytest.raises(ConfigError, match="duration must be > 0"):
+        WindowScheduler(0.0)
+    with pytest.raises(ConfigError, match="stride must be > 0"):
+        WindowScheduler(1.0, stride=-0.5)
 
 
 def test_ring_keeps_newest_and_counts_drops() -> None:

@@ -25,10 +25,10 @@ from streamclf.train.augment import (
     random_crop,
     train_scale_range,
 )
-from streamclf.train.bar import EpochBar
 from streamclf.train.data import load_data
 from streamclf.train.dataset import ClipDataset, read_clip
 from streamclf.train.formats import JESTER_FPS
+from streamclf.train.loop import epoch_progress, show_batch
 from streamclf.train.recipe import TrainConfig, default_step_epochs, lr_at
 from tests.conftest import manifest_rows
 from tests.train_data import CLASSES, write_clip
@@ -311,7 +311,7 @@ def test_augmentations_keep_time_order_and_bounds() -> None:
     frames = rng.integers(0, 256, (3, 30, 50, 3), dtype=np.uint8)
     crops = {tuple(random_crop(frames, 20, np.random.default_rng(s))[0, 0, 0]) for s in range(30)}
     assert len(crops) > 1
-    with pytest.raises(ValueError, match="smaller than the crop"):
+    with pytest.raises(DataError, match="smaller than the crop"):
         random_crop(frames, 40, rng)
 
 
@@ -342,9 +342,13 @@ def test_lr_schedule_warmup_then_step_decay() -> None:
     assert lrs[40:60] == [pytest.approx(1e-4)] * 20 and lrs[60:] == [pytest.approx(1e-5)] * 20
     assert lr_at(0, 10, 1e-3, 0, ()) == 1e-3
     assert default_step_epochs(10) == (7, 9) and default_step_epochs(1) == ()
+    with pytest.raises(ConfigError, match="steps_per_epoch must be >= 1"):
+        lr_at(0, 0, 1e-3, 0, ())
 
 
-def test_epoch_bar_in_place_only_on_a_terminal() -> None:
+def test_epoch_progress_in_place_only_on_a_terminal() -> None:
+    """Training uses the one progress line of :mod:`streamclf.progress`, with the epoch and
+    the running loss in front of its batches, rate and ETA."""
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
@@ -352,17 +356,22 @@ def test_epoch_bar_in_place_only_on_a_terminal() -> None:
     now = [0.0]
     tty, pipe = Tty(), io.StringIO()
     for stream in (tty, pipe):
-        bar = EpochBar(2, 5, 4, stream, clock=lambda: now[0], line_every_s=30.0)
+        bar = epoch_progress(2, 5, 4, stream, clock=lambda: now[0])
+        label = bar.prefix
         for i in range(1, 5):
             now[0] += 1.0
-            bar.update(i, 1.0 / i)
+            show_batch(bar, label, i, 1.0 / i)
         bar.close()
     text = tty.getvalue()  # redrawn in place at every update (> redraw_s apart), then ended
     assert text.count("\r") == 4 and text.count("\n") == 1 and text.endswith("\x1b[K\n")
-    assert "[####################] 4/4 batches  loss 0.2500" in text
+    assert "\repoch 2/5  loss 1.0000  [#####...............] 1/4 batches" in text
+    assert "epoch 2/5  loss 0.2500  [####################] 4/4 batches  1.0 batches/s" in text
     lines = pipe.getvalue().splitlines()
     assert lines == [lines[0]] and "\r" not in pipe.getvalue()  # one plain line at the end
-    assert lines[0].startswith("epoch 2/5 4/4 batches  loss 0.2500")
+    assert lines[0] == "epoch 2/5  loss 0.2500  4/4 batches  1.0 batches/s  ETA 0:00"
+    silent = epoch_progress(1, 1, 4, None)
+    show_batch(silent, silent.prefix, 1, 0.5)
+    silent.close()  # no stream: nothing written, nothing raised
 
 
 # -- the command's one-line errors -----------------------------------------------------------
@@ -422,8 +431,8 @@ def test_datasets_pickle_for_spawned_loader_workers(
 def test_train_modules_import_light() -> None:
     """The ``train`` package loads torch and OpenCV only when a run starts."""
     modules = ", ".join(f"streamclf.train.{m}" for m in (
-        "augment", "bar", "checkpoint", "command", "data", "dataset", "fit", "formats",
-        "loop", "model", "recipe"))
+        "augment", "checkpoint", "data", "dataset", "fit", "formats", "loop", "model",
+        "recipe"))
     code = f"import sys, {modules}; print([m for m in ('torch', 'cv2') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamclf.errors import DataError
+from streamclf.errors import ConfigError, DataError
 from streamclf.media.video import centered_windows, iter_frames, probe, read_windows, sample_frames
 
 
@@ -88,6 +88,8 @@ def test_centered_windows() -> None:
     assert centered_windows(0.0, 1.6) == [(0.0, math.inf)]
     three = centered_windows(10.0, 2.0, 3)
     assert three == [(0.0, 2.0), (4.0, 6.0), (8.0, 10.0)]
+    with pytest.raises(ConfigError, match="num_clips must be >= 1"):
+        centered_windows(10.0, 2.0, 0)
 
 
 def test_read_windows_selects_by_timestamp(tai_chi_clip: Path) -> None:
@@ -103,7 +105,9 @@ def test_sample_frames_modes(tai_chi_clip: Path) -> None:
     frames, stamps = sample_frames(tai_chi_clip, "time_step_sample", time_step=2.0)
     assert len(frames) == 5
     assert np.allclose(np.diff(stamps), 2.0, atol=0.04)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="unknown sample_type 'every_other'"):
         sample_frames(tai_chi_clip, "every_other")
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="time_step > 0"):
         sample_frames(tai_chi_clip, "time_step_sample")
+    with pytest.raises(ConfigError, match="num_samples > 0"):
+        sample_frames(tai_chi_clip, "uniform_temporal_subsample")

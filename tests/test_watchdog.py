@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamclf.errors import SourceError
+from streamclf.errors import ConfigError, SourceError
 from streamclf.media.capture import CaptureThread
 from streamclf.media.sources import FakeSource, FrameSource
 from streamclf.media.watchdog import WatchdogSource
@@ -31,6 +31,8 @@ def test_frames_end_and_errors_pass_through_in_order() -> None:
     for _ in range(2):
         with pytest.raises(SourceError, match="link down"):
             failing.read(1.0)
+    with pytest.raises(ConfigError, match="depth must be >= 1, got 0"):
+        WatchdogSource(FakeSource(frames), depth=0)
 
 
 def test_stuck_driver_times_out_and_close_is_prompt() -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamclf._lazy import cv2_module
+from streamclf.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from streamclf.models.registry import ModelSpec
@@ -50,11 +51,15 @@ def uniform_indices(num_available: int, num_samples: int) -> np.ndarray:
 
     Returns:
         ``(num_samples,)`` int64 array of indices in ``[0, num_available - 1]``.
+
+    Raises:
+        DataError: ``num_available`` is not positive (no frames).
+        ConfigError: ``num_samples`` is not positive.
     """
     if num_available <= 0:
-        raise ValueError("uniform_indices needs at least one frame")
+        raise DataError("uniform_indices needs at least one frame")
     if num_samples <= 0:
-        raise ValueError("num_samples must be positive")
+        raise ConfigError("num_samples must be positive")
     start = np.float32(0.0)
     end = np.float32(num_available - 1)
     if num_samples == 1:
@@ -98,10 +103,13 @@ def center_crop(frame: np.ndarray, size: int) -> np.ndarray:
     """Centre ``size x size`` crop of an ``(H, W, C)`` frame (a view, no copy).
 
     Offsets use ``int(round((H - size) / 2))`` like torchvision's ``center_crop``.
+
+    Raises:
+        DataError: the frame is smaller than ``size`` on either side.
     """
     h, w = frame.shape[:2]
     if h < size or w < size:
-        raise ValueError(f"frame {h}x{w} is smaller than the crop {size}")
+        raise DataError(f"frame {h}x{w} is smaller than the crop {size}")
     top = round((h - size) / 2.0)
     left = round((w - size) / 2.0)
     return frame[top : top + size, left : left + size]
@@ -187,7 +195,7 @@ class ClipTransform:
 
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
         if len(frames) == 0:
-            raise ValueError("no frames to classify")
+            raise DataError("no frames to classify")
         chosen = [self.spatial(frames[int(i)]) for i in self.select(len(frames))]
         clip = normalize_clip(np.stack(chosen), self.spec.mean, self.spec.std)
         return pack_pathways(clip, self.spec.slowfast_alpha)

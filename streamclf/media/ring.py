@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from streamclf.errors import ConfigError
 from streamclf.media.preprocess import uniform_indices
 from streamclf.types import BufferPolicy, Frame, Window
 
@@ -65,7 +66,7 @@ class FrameRing:
         stream: str = "0",
     ) -> None:
         if capacity < 2:
-            raise ValueError("capacity must be >= 2")
+            raise ConfigError("capacity must be >= 2")
         self.capacity = capacity
         self.policy = policy
         self.stream = stream

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+from streamclf.errors import ConfigError
 from streamclf.types import BufferPolicy
 
 __all__ = ["WindowScheduler"]
@@ -37,10 +38,10 @@ class WindowScheduler:
         policy: BufferPolicy = BufferPolicy.LATEST, frame_interval: float = 1.0 / 30.0,
     ) -> None:
         if duration <= 0:
-            raise ValueError("duration must be > 0")
+            raise ConfigError("duration must be > 0")
         stride = duration / 2.0 if stride is None else stride
         if stride <= 0:
-            raise ValueError("stride must be > 0")
+            raise ConfigError("stride must be > 0")
         self.duration = duration
         self.stride = stride
         self.policy = policy

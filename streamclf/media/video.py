@@ -13,11 +13,12 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from streamclf._lazy import cv2_module
-from streamclf.errors import DataError
+from streamclf.errors import ConfigError, DataError
 from streamclf.media.preprocess import uniform_indices
 
 __all__ = [
@@ -48,7 +49,9 @@ class VideoInfo:
         return self.frame_count / self.fps if self.fps > 0 and self.frame_count > 0 else 0.0
 
 
-def _open(path: str | Path) -> tuple[object, VideoInfo]:
+def _open(path: str | Path) -> tuple[Any, VideoInfo]:
+    """An opened ``cv2.VideoCapture`` (``Any``: cv2 is imported lazily, untyped here) and
+    the file's declared properties."""
     cv2 = cv2_module()
     p = Path(path)
     if not p.exists():
@@ -140,9 +143,12 @@ def centered_windows(
 
     One clip is centred; several are spread from the start to the end. A video no
     longer than ``clip_s`` (or of unknown length) gives one window over all of it.
+
+    Raises:
+        ConfigError: ``num_clips`` is below 1.
     """
     if num_clips < 1:
-        raise ValueError("num_clips must be >= 1")
+        raise ConfigError("num_clips must be >= 1")
     if duration_s <= 0 or duration_s <= clip_s:
         return [(0.0, math.inf)]
     slack = duration_s - clip_s
@@ -202,11 +208,12 @@ def sample_frames(
     * ``time_step_sample``: one frame every ``time_step`` seconds.
 
     Raises:
-        DataError: unreadable or corrupt file; ValueError for a bad mode or argument.
+        DataError: unreadable or corrupt file.
+        ConfigError: a bad ``sample_type``, ``num_samples`` or ``time_step``.
     """
     if sample_type == "time_step_sample":
         if not time_step or time_step <= 0:
-            raise ValueError("time_step_sample needs time_step > 0 (seconds)")
+            raise ConfigError("time_step_sample needs time_step > 0 (seconds)")
         frames: list[np.ndarray] = []
         stamps: list[float] = []
 
@@ -219,12 +226,12 @@ def sample_frames(
                 stamps.append(ts)
         return frames, stamps
     if sample_type != "uniform_temporal_subsample":
-        raise ValueError(
+        raise ConfigError(
             f"unknown sample_type {sample_type!r}; use uniform_temporal_subsample or "
             "time_step_sample"
         )
     if not num_samples or num_samples <= 0:
-        raise ValueError("uniform_temporal_subsample needs num_samples > 0")
+        raise ConfigError("uniform_temporal_subsample needs num_samples > 0")
     # Plan the picks from the declared frame count; if the file holds a different
     # number of frames, decode again keeping every frame (rare: bad metadata).
     declared = probe(path).frame_count

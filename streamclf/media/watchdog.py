@@ -25,7 +25,7 @@ from collections import deque
 
 import numpy as np
 
-from streamclf.errors import SourceError
+from streamclf.errors import ConfigError, SourceError
 from streamclf.media.sources import FrameSource, mask_credentials
 
 __all__ = ["WatchdogSource"]
@@ -56,7 +56,7 @@ class WatchdogSource:
 
     def __init__(self, inner: FrameSource, depth: int = 2) -> None:
         if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+            raise ConfigError(f"depth must be >= 1, got {depth}")
         self.info = inner.info
         self.open_s = float(getattr(inner, "open_s", 0.0))
         self._inner, self._depth = inner, depth
@@ -80,7 +80,8 @@ class WatchdogSource:
         with self._cond:
             self._read_timeout_s = timeout_s
             if self._ended:
-                return self._end()
+                self._raise_end()
+                return None
             deadline = time.monotonic() + timeout_s
             while not self._items and not self._closed:
                 left = deadline - time.monotonic()
@@ -95,13 +96,14 @@ class WatchdogSource:
             self._cond.notify_all()  # room in the queue for the helper thread
             if item is None or isinstance(item, SourceError):
                 self._ended, self._last = True, item
-                return self._end()
+                self._raise_end()
+                return None
             return item
 
-    def _end(self) -> None:
+    def _raise_end(self) -> None:
+        """Re-raise the source's error once the stream has ended with one."""
         if isinstance(self._last, SourceError):
             raise self._last
-        return None
 
     def close(self) -> None:
         """Stop the helper thread and close the wrapped source; idempotent, never blocks."""

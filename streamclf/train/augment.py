@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamclf._lazy import cv2_module
+from streamclf.errors import DataError
 from streamclf.media.preprocess import (
     ClipTransform,
     normalize_clip,
@@ -76,10 +77,11 @@ def random_short_side_scale(
 
 def random_crop(frames: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """One ``size x size`` window, at a random position, cut from every frame of
-    ``(T, H, W, C)``. Raises ``ValueError`` if the frames are smaller than ``size``."""
+    ``(T, H, W, C)``. Raises :class:`~streamclf.errors.DataError` if the frames are smaller
+    than ``size``."""
     h, w = frames.shape[1:3]
     if h < size or w < size:
-        raise ValueError(f"frames {h}x{w} are smaller than the crop {size}")
+        raise DataError(f"frames {h}x{w} are smaller than the crop {size}")
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
     return frames[:, top : top + size, left : left + size]
@@ -157,7 +159,7 @@ class TrainTransform:
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         if len(frames) == 0:
-            raise ValueError("no frames in the clip")
+            raise DataError("no frames in the clip")
         clip = frames[uniform_indices(len(frames), self.num_frames)]
         lo, hi = self.scale_range
         clip = random_short_side_scale(clip, lo, hi, rng)

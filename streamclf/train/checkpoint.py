@@ -40,7 +40,9 @@ STATE_FILE = "last.state.pt"
 METRICS_FILE = "metrics.jsonl"
 
 
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(target: Path, write: Callable[[Path], object]) -> None:
+    """Write ``target`` through a temporary file renamed into place (``write(tmp)``'s
+    return value, e.g. a byte count, is ignored)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # A plain open (not mkstemp) so the file gets the usual umask permissions, not 0600.
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

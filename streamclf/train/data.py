@@ -138,8 +138,8 @@ def _read_dir(root: Path, split: int) -> tuple[str, list[_Item], list[_Item] | N
         return "hmdb51", _items(train, base), _items(test, base)
     jester_train = root / "jester-v1-train.csv"
     if jester_train.is_file():
-        labels_file = root / "jester-v1-labels.csv"
-        labels_file = labels_file if labels_file.is_file() else None
+        labels_path = root / "jester-v1-labels.csv"
+        labels_file = labels_path if labels_path.is_file() else None
         frames = _jester_frames(root)
         _, train_entries = formats.read_jester(jester_train, labels_file)
         val_file = root / "jester-v1-validation.csv"
@@ -179,7 +179,7 @@ def _read_tree(root: Path) -> list[_Item]:
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<video>)")
-    items = []
+    items: list[_Item] = []
     for folder in folders:
         videos = _videos_below(folder)
         if not videos:
@@ -201,38 +201,38 @@ def _read_csv(path: Path) -> tuple[list[_Item], list[_Item] | None]:
     if not rows:
         raise DataError(f"{path}: empty CSV")
     header = [c.strip().casefold() for c in rows[0][1]]
-    cols = {"path": next((header.index(c) for c in PATH_COLUMNS if c in header), None),
-            "label": next((header.index(c) for c in _LABEL_COLUMNS if c in header), None),
-            "split": header.index("split") if "split" in header else None}
-    if cols["path"] is None or cols["label"] is None:
+    path_col = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
+    label_col = next((header.index(c) for c in _LABEL_COLUMNS if c in header), None)
+    split_col = header.index("split") if "split" in header else None
+    if path_col is None or label_col is None:
         if len(header) != 2:
             raise DataError(f"{path}:1: expected a header with 'path' and 'label' columns, "
                             f"or rows of exactly 'path,label'; got {','.join(rows[0][1])!r}")
-        cols = {"path": 0, "label": 1, "split": None}
+        path_col, label_col, split_col = 0, 1, None
     else:
         rows = rows[1:]
-    width = 1 + max(i for i in cols.values() if i is not None)
+    width = 1 + max(i for i in (path_col, label_col, split_col) if i is not None)
     train: list[_Item] = []
     val: list[_Item] = []
     for n, row in rows:
         where = f"{path}:{n}"
         if len(row) < width:
             raise DataError(f"{where}: expected {width} columns, got {len(row)}: {row!r}")
-        video, label = row[cols["path"]].strip(), row[cols["label"]].strip()
+        video, label = row[path_col].strip(), row[label_col].strip()
         if not video or not label:
             raise DataError(f"{where}: empty {'path' if not video else 'label'}")
         target = train
-        if cols["split"] is not None:
-            part = _SPLITS.get(row[cols["split"]].strip().casefold())
+        if split_col is not None:
+            part = _SPLITS.get(row[split_col].strip().casefold())
             if part is None:
                 raise DataError(f"{where}: split must be train or val, got "
-                                f"{row[cols['split']].strip()!r}")
+                                f"{row[split_col].strip()!r}")
             target = val if part == "val" else train
         p = Path(video).expanduser()
         target.append(_Item(p if p.is_absolute() else path.parent / p, label, where))
     if not train:
         raise DataError(f"{path}: no training rows")
-    return train, (val if cols["split"] is not None else None)
+    return train, (val if split_col is not None else None)
 
 
 def _video_root(root: Path, lists: Path, entries: list[Entry], subfolder: str) -> Path:

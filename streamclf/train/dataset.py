@@ -146,7 +146,7 @@ class ClipDataset:
         try:
             frames = read_clip(sample, self.clip_s, rng if self.random_clip else None)
             return self.transform(frames, rng), sample.label
-        except (DataError, ValueError) as exc:
+        except DataError as exc:
             where = f"{sample.where}: " if sample.where != str(sample.path) else ""
             return None, f"{where}{exc}"
 

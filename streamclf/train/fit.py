@@ -30,11 +30,11 @@ from streamclf.models.registry import get_spec
 from streamclf.models.weights import read_sidecar
 from streamclf.train import checkpoint as ckpt
 from streamclf.train.augment import TrainTransform, ValTransform
-from streamclf.train.bar import EpochBar
 from streamclf.train.dataset import ClipDataset
 from streamclf.train.loop import (
     Failures,
     Precision,
+    epoch_progress,
     epoch_seed,
     make_loader,
     precise_bn,
@@ -193,7 +193,7 @@ def fit(
         order = np.random.default_rng(epoch_seed(config.seed, epoch, _ORDER)).permutation(n_train)
         loader = make_loader(train_ds, config.batch_size, order.tolist(), config.workers,
                              drop_last, device, epoch_seed(config.seed, epoch, _LOADER))
-        bar = EpochBar(epoch + 1, config.epochs, per_epoch, bar_stream)
+        bar = epoch_progress(epoch + 1, config.epochs, per_epoch, bar_stream)
 
         def lr_of_batch(i: int, epoch: int = epoch) -> float:
             return lr_at(epoch * per_epoch + i, per_epoch, config.lr, config.warmup_epochs,

@@ -8,29 +8,49 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
 from streamclf._lazy import require
 from streamclf.errors import DataError, ModelError
+from streamclf.progress import Progress
 from streamclf.train.dataset import Batch, ClipDataset, collate, worker_init
 
 if TYPE_CHECKING:
     import torch
 
-    from streamclf.train.bar import EpochBar
     from streamclf.train.model import TrainableNet
 
-__all__ = ["Failures", "Precision", "epoch_seed", "make_loader", "precise_bn", "train_epoch",
-           "validate", "worker_context"]
+__all__ = ["Failures", "Precision", "epoch_progress", "epoch_seed", "make_loader", "precise_bn",
+           "show_batch", "train_epoch", "validate", "worker_context"]
 
 log = logging.getLogger(__name__)
 
 #: Longest a loader worker may take to deliver one batch (a stuck decoder is an error).
 LOADER_TIMEOUT_S = 300.0
+
+
+def epoch_progress(
+    epoch: int, epochs: int, batches: int, stream: TextIO | None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Progress:
+    """The progress line of one training epoch (``epoch`` 1-based), e.g.
+    ``epoch 2/10  loss 0.8123  12/40 batches  0.3 batches/s  ETA 1:27``; redrawn in place on
+    a terminal, a plain line every 30 s (and at the end) elsewhere; ``stream=None``: silent.
+    """
+    return Progress(batches, stream, unit="batches", prefix=f"epoch {epoch}/{epochs}  ",
+                    clock=clock, line_every_s=30.0)
+
+
+def show_batch(bar: Progress, label: str, done: int, loss: float) -> None:
+    """Record ``done`` batches of the epoch and their running mean ``loss`` on ``bar``;
+    ``label`` is the bar's original prefix (``"epoch 2/10  "``), the loss goes after it."""
+    bar.prefix = f"{label}loss {loss:.4f}  "
+    bar.update(done)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -121,18 +141,21 @@ def train_epoch(
     precision: Precision,
     lr_of_batch: Callable[[int], float],
     label_smoothing: float,
-    bar: EpochBar,
+    bar: Progress,
     failures: Failures,
 ) -> tuple[float, int]:
     """One pass over ``loader``: returns ``(mean training loss, optimizer steps taken)``.
 
-    ``lr_of_batch(i)`` gives the learning rate of the epoch's ``i``-th batch.
+    ``lr_of_batch(i)`` gives the learning rate of the epoch's ``i``-th batch; ``bar`` (from
+    :func:`epoch_progress`) shows the batches done and the running mean loss, and is closed
+    at the end of the pass.
 
     Raises:
         ModelError: the loss became NaN or infinite (without gradient scaling to absorb it).
         DataError: no clip of the epoch could be read.
     """
     torch = require("torch")
+    label = bar.prefix
     loss_sum, seen, steps = 0.0, 0, 0
     for i, batch in enumerate(loader):
         failures.add(batch.failed)
@@ -157,7 +180,7 @@ def train_epoch(
         steps += 1
         loss_sum += value * batch.size
         seen += batch.size
-        bar.update(i + 1, loss_sum / seen)
+        show_batch(bar, label, i + 1, loss_sum / seen)
     bar.close()
     if seen == 0:
         raise DataError("no training clip of the epoch could be read (see the warnings above)")

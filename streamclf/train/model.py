@@ -113,7 +113,8 @@ class TrainableNet:
         """``(B, num_classes)`` logits (averaged over positions for X3D)."""
         if self._softmax is None:
             return self._run(inputs)
-        self._head_block.activation = None
+        # torch types module attributes as Tensor | Module, but None empties a submodule slot.
+        self._head_block.activation = None  # type: ignore[assignment]
         try:
             return self._run(inputs)
         finally:
@@ -145,7 +146,8 @@ class TrainableNet:
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: weight decay on weight matrices and kernels, none on biases and
         normalisation parameters (1-d tensors)."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for p in self.model.parameters():
             (no_decay if p.ndim <= 1 else decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay},

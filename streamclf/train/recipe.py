@@ -136,7 +136,7 @@ def lr_at(
     the sixth epoch on).
     """
     if steps_per_epoch < 1:
-        raise ValueError("steps_per_epoch must be >= 1")
+        raise ConfigError("steps_per_epoch must be >= 1")
     epoch = step // steps_per_epoch
     rate = base_lr * 0.1 ** sum(1 for e in step_epochs if epoch >= e)
     warmup_steps = round(warmup_epochs * steps_per_epoch)
