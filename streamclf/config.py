@@ -1,129 +1,218 @@
-"""Run configuration: YAML file + command-line overrides -> a validated ``RunConfig``.
+"""The one config schema: a run (:class:`RunConfig`) of one or more streams (:class:`StreamConfig`).
 
-Every bad value raises :class:`~streamclf.errors.ConfigError` naming the key and
-what is allowed; unknown keys are errors too (a typo must not be silently ignored).
+Each key is declared once, as a dataclass field whose metadata says what it accepts
+(``help``, ``choices``, ``range``, ``positive``, ``path``, ``flag``). Validation, the YAML
+loader and the command-line flags (:mod:`streamclf.cli.flags`) are all driven by it. Every
+bad value raises :class:`~streamclf.errors.ConfigError` naming the key and what is allowed;
+unknown keys are errors too, with a "did you mean".
+
+YAML layout (per-stream keys at the top level are every stream's defaults; without
+``streams:``, ``source`` and ``id`` at the top level make the one stream)::
+
+    model: x3d_xs
+    events: events.jsonl        # paths are relative to this file
+    threshold: 0.3              # default for every stream
+    streams:
+      - {id: door, source: "rtsp://user:pass@10.0.0.5/stream1"}
+      - {id: hall, source: hall.mp4, loop: true, output: "overlay-{stream}.mp4"}
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streamclf.errors import ConfigError
 
-__all__ = ["RunConfig", "load_config", "read_yaml_mapping", "validate"]
+__all__ = ["RunConfig", "StreamConfig", "load_config", "read_yaml_mapping", "stream_keys"]
 
-_CHOICES = {
-    "pace": ("realtime", "fast"),
-    "transport": ("tcp", "udp"),
-    "backend": ("auto", "torch", "onnxruntime", "openvino"),
-    "precision": ("fp32", "fp16", "bf16", "int8"),
-}
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAMED_SOURCE = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def _check_type(key: str, value: Any, expected: str) -> Any:
+    if value is None:
+        if "None" in expected:
+            return None
+        raise ConfigError(f"config key {key!r} must not be empty")
+    if "bool" in expected:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        return value
+    if "float" in expected:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} must be a number, got {_short(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+        return float(value)
+    if "int" in expected:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} must be an integer, got {_short(value)}")
+        return value
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ConfigError(f"config key {key!r} must be a string, got {_short(value)}")
+    return str(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, (str, int, float, bool)) else type(value).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _validate(obj: Any) -> None:
+    """Check and normalise every field of a frozen config dataclass from its metadata."""
+    for f in dataclasses.fields(obj):
+        if f.name == "streams":
+            continue
+        meta, key = f.metadata, f.name
+        value = _check_type(key, getattr(obj, key), str(f.type))
+        if value is not None:
+            if "choices" in meta and value not in meta["choices"]:
+                raise ConfigError(f"config key {key!r} must be one of "
+                                  f"{', '.join(map(str, meta['choices']))}, got {value!r}")
+            if "range" in meta:
+                lo, hi = meta["range"]
+                if value < lo or (hi is not None and value > hi):
+                    bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+                    raise ConfigError(f"config key {key!r} must be {bound}, got {value!r}")
+            if meta.get("positive") and value <= 0:
+                raise ConfigError(f"config key {key!r} must be > 0, got {value!r}")
+        object.__setattr__(obj, key, value)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One stream's settings. Validated on construction (raises ConfigError)."""
+
+    id: str = _f("cam0", "stream id: 1-64 letters, digits, '_', '-' or '.'", flag="--stream-id")
+    source: str = _f("", "webcam index or /dev/videoN, rtsp://, http(s)://, a file, or "
+                         "synthetic[:WxH@FPS]", flag=None)
+    pace: str = _f("realtime", "files: realtime (like a camera) or fast (lossless, every "
+                               "window)", choices=("realtime", "fast"))
+    loop: bool = _f(False, "replay a file forever")
+    stride: float | None = _f(None, "seconds between clips (default: half a clip)",
+                              positive=True)
+    topk: int = _f(5, "labels reported per clip", range=(1, 1000))
+    smooth: int = _f(3, "clips averaged", range=(1, 1000))
+    threshold: float = _f(0.2, "lowest smoothed score that shows or starts a label",
+                          range=(0.0, 1.0))
+    start_after: int = _f(2, "consecutive wins before a label starts", range=(1, 1000))
+    transport: str = _f("tcp", "RTSP transport", choices=("tcp", "udp"))
+    open_timeout_ms: int = _f(5000, "longest wait to open a network source",
+                              range=(100, 600_000))
+    read_timeout_ms: int = _f(3000, "frame watchdog: a live source silent this long is lost "
+                                    "(then reconnected)", range=(100, 600_000))
+    max_reconnects: int | None = _f(None, "failed reconnects in a row before a live source "
+                                          "gives up (default: never; 0: at the first loss)",
+                                    range=(0, None))
+    backoff_initial_s: float = _f(1.0, "first reconnect wait, doubled per failure",
+                                  range=(0.01, 3600.0), flag="--backoff-initial")
+    backoff_max_s: float = _f(30.0, "longest reconnect wait", range=(0.01, 86_400.0),
+                              flag="--backoff-max")
+    backoff_jitter: float = _f(0.2, "each reconnect wait times a random factor in 1 +- this",
+                               range=(0.0, 0.9))
+    output: str | None = _f(None, "write the overlay video here ({stream}: the stream id)",
+                            path=True)
+    display: bool = _f(False, "show the overlay in a window")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if not _ID.match(self.id):
+            raise ConfigError(f"stream id {_short(self.id)}: use 1-64 letters, digits, '_', "
+                              "'-' or '.'")
+        if not self.source:
+            raise ConfigError(f"stream {self.id!r} has no source")
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ConfigError(f"config key 'backoff_initial_s' ({self.backoff_initial_s:g} s) "
+                              f"must not exceed 'backoff_max_s' ({self.backoff_max_s:g} s)")
+        if self.output is not None and "{stream}" in self.output:
+            object.__setattr__(self, "output", self.output.replace("{stream}", self.id))
+
+    @property
+    def stream_id(self) -> str:
+        return self.id
+
+    def replace(self, **changes: Any) -> StreamConfig:
+        """A copy with some keys changed (validated; unknown keys raise ConfigError)."""
+        _check_keys(changes, stream_keys(), "stream")
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything ``streamclf run`` needs. Defaults are the CPU-light live setup."""
+    """A run: the model and outputs every stream shares, and the streams. Validated on
+    construction (raises ConfigError)."""
 
-    source: str = ""
-    stream_id: str = "cam0"
-    model: str = "x3d_xs"
-    weights: str = "kinetics400"
-    device: str = "auto"
-    backend: str = "auto"  # auto = the fastest measured here (cached)
-    precision: str = "fp32"
-    torch_compile: bool = False  # torch backend only: wrap the network in torch.compile
-    classmap: str | None = None
-    stride: float | None = None  # seconds; None = half the model's clip duration
-    topk: int = 5
-    smooth: int = 3  # clips averaged
-    threshold: float = 0.2  # minimum smoothed score to show/start a label
-    start_after: int = 2  # consecutive wins before a label starts
-    pace: str = "realtime"
-    loop: bool = False
-    transport: str = "tcp"
-    open_timeout_ms: int = 5000
-    # Frame watchdog: a live source silent this long is lost (then reconnected); also
-    # FFmpeg's own read timeout.
-    read_timeout_ms: int = 3000
-    max_reconnects: int | None = None  # failed reconnects in a row before giving up; None = never
-    backoff_initial_s: float = 1.0  # first wait before reconnecting; doubles per failure ...
-    backoff_max_s: float = 30.0  # ... up to this ...
-    backoff_jitter: float = 0.2  # ... each wait times a random factor in 1 +- this
-    display: bool = False
-    output: str | None = None
-    events: str | None = None
-    events_max_bytes: int | None = None
-    duration: float | None = None  # seconds; None = until the source ends or a signal
-    quiet: bool = False
-    threads: int | None = None  # inference threads; None = all cores but one
+    model: str = _f("x3d_xs", "zoo model name (see `streamclf models`)")
+    weights: str = _f("kinetics400", "kinetics400 (downloaded once), a checkpoint PATH, or "
+                                     "random")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    backend: str = _f("auto", "inference backend (auto: the fastest measured here)",
+                      choices=("auto", "torch", "onnxruntime", "openvino"))
+    precision: str = _f("fp32", "fp32; int8 (openvino); fp16/bf16 (torch autocast)",
+                        choices=("fp32", "fp16", "bf16", "int8"))
+    torch_compile: bool = _f(False, "torch backend: wrap the network in torch.compile")
+    classmap: str | None = _f(None, "JSON/text file replacing the label list", path=True)
+    threads: int | None = _f(None, "inference threads (default: all cores but one)",
+                             range=(1, 256))
+    max_batch: int = _f(4, "windows per model call, at most one per stream", range=(1, 256))
+    max_wait_ms: float = _f(10.0, "longest wait for a batch to fill", range=(0.0, 10_000.0))
+    events: str | None = _f(None, "JSON Lines event log", path=True)
+    events_max_bytes: int | None = _f(None, "rotate the event log at this size",
+                                      range=(1024, None))
+    webhook: str | None = _f(None, "POST every event as JSON to this http(s) URL")
+    duration: float | None = _f(None, "stop after this many seconds", positive=True)
+    quiet: bool = _f(False, "no status line")
+    streams: tuple[StreamConfig, ...] = field(default=(), metadata={"help": "the streams"})
 
-
-_RANGES: dict[str, tuple[float, float | None]] = {
-    "topk": (1, None), "smooth": (1, 1000), "threshold": (0.0, 1.0), "start_after": (1, 1000),
-    "open_timeout_ms": (100, 600_000), "read_timeout_ms": (100, 600_000),
-    "events_max_bytes": (1024, None), "threads": (1, 256), "max_reconnects": (0, None),
-    "backoff_initial_s": (0.01, 3600.0), "backoff_max_s": (0.01, 86_400.0),
-    "backoff_jitter": (0.0, 0.9),
-}
-_POSITIVE = ("stride", "duration")
-
-
-def _check_type(key: str, value: Any, expected: Any) -> Any:
-    text = str(expected)
-    if value is None:
-        if "None" in text:
-            return None
-        raise ConfigError(f"config key {key!r} must not be empty")
-    if "bool" in text:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
-        return value
-    if "float" in text:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
-        return float(value)
-    if "int" in text:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
-        return value
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
-    return str(value)
+    def __post_init__(self) -> None:
+        _validate(self)
+        streams = self.streams
+        if isinstance(streams, (str, bytes, Mapping)) or not isinstance(streams, Iterable):
+            raise ConfigError("config key 'streams' must be a list of streams")
+        items = tuple(streams)
+        if not all(isinstance(s, StreamConfig) for s in items):
+            raise ConfigError("config key 'streams' must hold StreamConfig items")
+        object.__setattr__(self, "streams", items)
+        ids = [s.id for s in items]
+        dupes = sorted({s for s in ids if ids.count(s) > 1})
+        if dupes:
+            raise ConfigError(f"stream id {dupes[0]!r} is used twice; ids must be unique")
+        outputs = [s.output for s in items if s.output]
+        if len(set(outputs)) != len(outputs):
+            raise ConfigError("two streams write the same output video; give each its own "
+                              "(a {stream} placeholder in the path does it)")
+        if self.webhook is not None and not re.match(r"^https?://[^/\s]+", self.webhook):
+            raise ConfigError(f"config key 'webhook' {_short(self.webhook)}: use an http:// "
+                              "or https:// URL")
 
 
-def validate(values: Mapping[str, Any]) -> RunConfig:
-    """Build a :class:`RunConfig` from a mapping, checking keys, types and ranges."""
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    clean: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields:
-            allowed = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key {key!r}; allowed keys: {allowed}")
-        value = _check_type(key, value, fields[key].type)
-        if value is not None and key in _CHOICES and value not in _CHOICES[key]:
-            raise ConfigError(
-                f"config key {key!r} must be one of {', '.join(_CHOICES[key])}, got {value!r}"
-            )
-        if value is not None and key in _RANGES:
-            lo, hi = _RANGES[key]
-            if value < lo or (hi is not None and value > hi):
-                bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-                raise ConfigError(f"config key {key!r} must be {bound}, got {value!r}")
-        if value is not None and key in _POSITIVE and value <= 0:
-            raise ConfigError(f"config key {key!r} must be > 0 seconds, got {value!r}")
-        clean[key] = value
-    config = RunConfig(**clean)
-    if config.backoff_initial_s > config.backoff_max_s:
-        raise ConfigError(f"config key 'backoff_initial_s' ({config.backoff_initial_s:g} s) must "
-                          f"not exceed 'backoff_max_s' ({config.backoff_max_s:g} s)")
-    return config
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def stream_keys() -> frozenset[str]:
+    """The keys a stream may set."""
+    return frozenset(_fields(StreamConfig))
+
+
+def _check_keys(values: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    allowed = sorted(allowed)
+    for key in values:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            raise ConfigError(f"unknown {where} key {_short(key)}{hint}")
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -152,17 +241,102 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Read a YAML config (optional) and apply ``overrides`` (command-line flags, which win;
-    ``None`` values mean "not given" and are skipped).
+def parse_source_arg(text: str, index: int) -> tuple[str, str]:
+    """``"ID=SPEC"`` -> ``(ID, SPEC)``; a bare spec gets the id ``cam<index>``. A URL's own
+    ``=`` (query strings) is not taken for a name: the name may not contain ``:`` or ``/``."""
+    match = _NAMED_SOURCE.match(text)
+    if match and "://" not in match.group(1):
+        return match.group(1), match.group(2)
+    return f"cam{index}", text
+
+
+def _relative_to(base: Path, values: dict[str, Any], cls: type) -> None:
+    """Make the path keys of ``values`` (and a file ``source``) relative to ``base``."""
+    for key, f in _fields(cls).items():
+        value = values.get(key)
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        is_file = key == "source" and "://" not in value and not value.isdigit() \
+            and not value.startswith(("synthetic", "/dev/"))
+        is_checkpoint = key == "weights" and value not in ("kinetics400", "random") \
+            and (base / value).exists()
+        if f.metadata.get("path") or is_file or is_checkpoint:
+            values[key] = str(base / value)
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    _check_keys(values, _fields(cls), where)
+    try:
+        return cls(**values)
+    except TypeError as exc:  # e.g. a YAML mapping where a value was expected
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                sources: Sequence[str] | None = None) -> RunConfig:
+    """Read a YAML config (optional) and apply command-line values.
+
+    Args:
+        path: the YAML file; its relative paths resolve against its folder.
+        overrides: command-line values (``None`` = not given); they win over the file's top
+            level and over every stream's own item. Stream keys apply to every stream.
+        sources: ``--source`` values (``ID=SPEC`` or ``SPEC``); when given they replace the
+            file's streams.
 
     Raises:
-        ConfigError: missing file, invalid YAML, not a mapping, unknown key, bad value.
+        ConfigError: missing file, invalid YAML, unknown key, bad value, no source,
+            duplicate ids.
     """
-    values: dict[str, Any] = read_yaml_mapping(path) if path is not None else {}
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
-    if values.get("source") in (None, ""):
-        raise ConfigError("no source: pass --source or set 'source' in the config")
-    return validate(values)
+    top: dict[str, Any] = dict(read_yaml_mapping(path)) if path is not None else {}
+    run_keys, s_keys = set(_fields(RunConfig)) - {"streams"}, stream_keys()
+    _check_keys(top, run_keys | s_keys | {"streams"}, "config")
+    raw_items = top.pop("streams", None)
+    base = Path(path).resolve().parent if path is not None else None
+    if base is not None:
+        _relative_to(base, top, RunConfig)
+        _relative_to(base, top, StreamConfig)
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check_keys(flags, run_keys | s_keys, "option")
+    run_values = {k: v for k, v in {**top, **flags}.items() if k in run_keys}
+    defaults = {k: v for k, v in top.items() if k in s_keys and k not in ("id", "source")}
+    stream_flags = {k: v for k, v in flags.items() if k in s_keys}
+    items: list[dict[str, Any]]
+    if sources:
+        items = []
+        for i, text in enumerate(sources):
+            sid, spec = parse_source_arg(text, i)
+            items.append({"id": sid, "source": spec})
+        if len(items) == 1 and "id" in stream_flags:
+            items[0]["id"] = stream_flags["id"]
+        stream_flags.pop("id", None)
+    elif raw_items is not None:
+        if not isinstance(raw_items, list) or not raw_items:
+            raise ConfigError("config key 'streams' must be a non-empty list of "
+                              "{id, source, ...} mappings")
+        items = []
+        for i, item in enumerate(raw_items):
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"streams[{i}] must be a mapping with 'id' and 'source'")
+            entry = dict(item)
+            _check_keys(entry, s_keys, f"streams[{i}]")
+            if base is not None:
+                _relative_to(base, entry, StreamConfig)
+            entry.setdefault("id", f"cam{i}")
+            items.append(entry)
+        stream_flags.pop("id", None)
+    else:
+        if top.get("source") in (None, ""):
+            raise ConfigError("no source: pass --source or set 'source' (or 'streams') in "
+                              "the config")
+        items = [{"id": top.get("id", "cam0"), "source": top["source"]}]
+    streams = []
+    for i, item in enumerate(items):
+        values = {**defaults, **item, **stream_flags}
+        sid = values.get("id", f"cam{i}")
+        try:
+            streams.append(_build(StreamConfig, values, f"stream {sid!s}"))
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(message if message.startswith("stream ") else
+                              f"stream {str(sid)[:64]!r}: {message}") from None
+    return _build(RunConfig, {**run_values, "streams": tuple(streams)}, "config")

@@ -12,6 +12,7 @@ Time conventions:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,9 +23,12 @@ import numpy as np
 __all__ = [
     "BufferPolicy",
     "Event",
+    "EventType",
     "Frame",
     "Prediction",
     "SourceInfo",
+    "StreamHealth",
+    "StreamTotals",
     "Window",
 ]
 
@@ -119,14 +123,90 @@ class Prediction:
         return (self.published - self.window_end) * 1000.0
 
 
+class EventType(str, Enum):
+    """What an :class:`Event` reports. A ``str`` enum: ``EventType.PREDICTION == "prediction"``,
+    and it is written to JSON as its value."""
+
+    PREDICTION = "prediction"
+    LABEL_START = "label_start"
+    LABEL_END = "label_end"
+    SOURCE_OPENED = "source_opened"
+    SOURCE_LOST = "source_lost"
+    RECONNECT_FAILED = "reconnect_failed"
+    SOURCE_RESTORED = "source_restored"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Event:
-    """One event-log record: ``type``, ``stream``, ``ts`` (wall seconds) and extra fields.
+    """One event of a live run: ``type``, ``stream``, ``ts`` (wall seconds) and extra fields.
 
-    The log adds ``seq`` (its own counter) when it writes the event.
+    ``seq`` is the run's counter (contiguous from 0 over every stream), given by the
+    :class:`~streamclf.live.sinks.EventBus` that publishes the event; -1 before that.
+    Thread-safety: immutable (``fields`` is never written after construction).
     """
 
-    type: str
+    type: EventType
     stream: str
     ts: float
     fields: Mapping[str, Any] = field(default_factory=dict)
+    seq: int = -1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON Lines record: ``type``, ``stream``, ``ts``, ``seq``, then the extra fields
+        (a field named like one of those four is ignored)."""
+        extra = {k: v for k, v in self.fields.items() if k not in _CORE_KEYS}
+        return {"type": self.type.value, "stream": self.stream, "ts": self.ts, "seq": self.seq,
+                **extra}
+
+
+_CORE_KEYS = frozenset({"type", "stream", "ts", "seq"})
+
+
+@dataclass(frozen=True)
+class StreamTotals:
+    """How far a stream got: frames read, windows classified, frames dropped by the ring,
+    windows skipped by the scheduler, and the error that ended it (None: a clean end)."""
+
+    frames: int = 0
+    windows: int = 0
+    drops: int = 0
+    skipped_windows: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamHealth:
+    """A snapshot of one running stream (``/api/status``, the status line, ``health()``).
+
+    ``source_state``: ``opening``, ``live``, ``lost``, ``reconnecting``, ``ended`` or
+    ``stopped``. Rates are recent averages; ``latency_ms`` is the last prediction's.
+    """
+
+    stream: str
+    source: str
+    model: str
+    backend: str
+    source_state: str
+    input_fps: float
+    inference_fps: float
+    clips_per_s: float
+    latency_ms: float | None
+    frames: int
+    windows: int
+    drops: int
+    skipped_windows: int
+    reconnects: int
+    stable_label: str | None
+    labels: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able: tuples as lists."""
+        out = dataclasses.asdict(self)
+        out["labels"], out["scores"] = list(self.labels), list(self.scores)
+        return out

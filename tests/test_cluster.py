@@ -28,7 +28,7 @@ from streamclf.cli.main import main
 from streamclf.cluster.messages import ClipRequest, ClipResult
 from streamclf.cluster.model_server import BatchingModel
 from streamclf.cluster.stream_worker import StreamWorker
-from streamclf.cluster.webhook import WebhookForwarder
+from streamclf.sinks.webhook import WebhookForwarder
 from streamclf.config import RunConfig
 from streamclf.live.events import read_events
 from tests.conftest import LOCAL_DATA, REPO

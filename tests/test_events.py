@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamclf.errors import DataError
+from streamclf.errors import ConfigError, DataError
 from streamclf.live.events import EVENT_TYPES, EventLog, make_event, prediction_event, read_events
 from streamclf.types import Event, Prediction
 
@@ -246,7 +246,7 @@ def test_unopenable_path_is_a_data_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("kwargs", "name"), [({"max_bytes": 0}, "max_bytes"),
                                               ({"backups": -1}, "backups")])
 def test_bad_arguments(tmp_path: Path, kwargs: dict[str, int], name: str) -> None:
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ConfigError, match=name):
         EventLog(tmp_path / "e.jsonl", **kwargs)  # type: ignore[arg-type]
 
 

@@ -115,11 +115,33 @@ def test_scheduler_latest_skips_and_counts() -> None:
 
 
 def test_scheduler_lossless_returns_every_window() -> None:
-    sched = WindowScheduler(duration=1.0, stride=0.5, policy=BufferPolicy.LOSSLESS)
+    sched = WindowScheduler(duration=1.0, stride=0.5, policy=BufferPolicy.LOSSLESS,
+                            frame_interval=0.1)
+    assert sched.poll(0.0, 0.8) is None  # not a full window yet
+    # window 0 ends on the frame one duration after the oldest: 0.0 + 1.0 - 0.1
     got = [sched.poll(0.0, 1.0)]
     got += [sched.poll(0.0, 3.1) for _ in range(4)]
-    assert got == pytest.approx([1.0, 1.5, 2.0, 2.5, 3.0])
+    assert got == pytest.approx([0.9, 1.4, 1.9, 2.4, 2.9])
     assert sched.poll(0.0, 3.1) is None
+    assert sched.skipped == 0
+
+
+@pytest.mark.parametrize("policy", list(BufferPolicy))
+def test_scheduler_late_first_poll_anchor_depends_on_policy(policy: BufferPolicy) -> None:
+    """The first poll comes when 3.1 s are already held: LOSSLESS starts the grid at the
+    oldest frame and returns every window since; LATEST starts it at the newest frame."""
+    sched = WindowScheduler(duration=1.0, stride=0.5, policy=policy, frame_interval=0.1)
+    assert sched.peek(0.0, 3.1)
+    got = []
+    while (due := sched.poll(0.0, 3.1)) is not None:
+        got.append(due)
+    assert not sched.peek(0.0, 3.1)
+    if policy is BufferPolicy.LOSSLESS:
+        assert got == pytest.approx([0.9, 1.4, 1.9, 2.4, 2.9])
+        assert sched.next_window_start() == pytest.approx(3.4 - 1.0)
+    else:
+        assert got == pytest.approx([3.1])
+        assert sched.next_window_start() == pytest.approx(3.6 - 1.0)
     assert sched.skipped == 0
 
 

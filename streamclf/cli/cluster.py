@@ -21,7 +21,7 @@ from typing import Any
 from streamclf.config import RunConfig
 from streamclf.errors import ConfigError
 from streamclf.media.sources import mask_credentials
-from streamclf.streams_config import StreamsConfig
+from streamclf.sinks.webhook import WebhookForwarder, check_webhook_url
 
 __all__ = ["add_parser", "run"]
 
@@ -78,21 +78,24 @@ def _positive(name: str, value: float | None, zero_ok: bool = False) -> None:
 def _absolute(config: RunConfig) -> RunConfig:
     """Paths that exist here become absolute: the actors do not run in this folder.
     (On a multi-node cluster the files must be at the same path on every node.)"""
-    changes: dict[str, Any] = {}
-    for key in ("source", "weights", "classmap"):
-        value = getattr(config, key)
+    def local(value: str | None) -> str | None:
         if isinstance(value, str) and value and "://" not in value and Path(value).exists():
-            changes[key] = str(Path(value).resolve())
-    for key in ("output", "display"):
-        if getattr(config, key):
-            log.warning("stream %s: cluster run ignores %r (no overlay on cluster actors)",
-                        config.stream_id, key)
-            changes[key] = None if key == "output" else False
-    return dataclasses.replace(config, **changes)
+            return str(Path(value).resolve())
+        return value
+
+    streams = []
+    for stream in config.streams:
+        for key in ("output", "display"):
+            if getattr(stream, key):
+                log.warning("stream %s: cluster run ignores %r (no overlay on cluster actors)",
+                            stream.id, key)
+        streams.append(stream.replace(source=local(stream.source), output=None, display=False))
+    return dataclasses.replace(config, weights=local(config.weights) or config.weights,
+                               classmap=local(config.classmap), streams=tuple(streams))
 
 
-def _load(args: argparse.Namespace) -> StreamsConfig:
-    from streamclf.streams_config import load_streams_config
+def _load(args: argparse.Namespace) -> RunConfig:
+    from streamclf.config import load_config
 
     for name in ("duration", "webhook_timeout", "model_cpus", "stream_cpus", "start_timeout"):
         _positive(name.replace("_", "-"), getattr(args, name))
@@ -100,54 +103,55 @@ def _load(args: argparse.Namespace) -> StreamsConfig:
     for name in ("model_actors", "num_cpus"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    streams = load_streams_config(args.config, {"events": args.events, "duration": args.duration,
-                                                "quiet": args.quiet})
-    return dataclasses.replace(streams, streams=tuple(_absolute(c) for c in streams.streams))
+    if args.webhook:
+        check_webhook_url(args.webhook)
+    config = load_config(args.config, {"events": args.events, "duration": args.duration,
+                                       "quiet": args.quiet, "webhook": args.webhook})
+    return _absolute(config)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handle ``streamclf cluster run``; returns the exit status (see the module doc)."""
     from streamclf.cluster.connect import check_address, connect, disconnect
     from streamclf.cluster.runner import ClusterOptions, ClusterRunner, Interrupted
-    from streamclf.cluster.webhook import WebhookForwarder, check_webhook_url
     from streamclf.live.events import EventLog
+    from streamclf.live.sinks import EventBus
 
-    streams = _load(args)
-    shared = streams.shared
-    if args.webhook:
-        check_webhook_url(args.webhook)
+    config = _load(args)
     if args.address is not None:
         check_address(args.address)  # before the event log is opened (and an old one rotated)
     options = ClusterOptions(model_actors=args.model_actors, model_cpus=args.model_cpus,
                              model_gpus=args.model_gpus, stream_cpus=args.stream_cpus,
                              start_timeout_s=args.start_timeout)
-    events = EventLog(shared.events, max_bytes=shared.events_max_bytes)
+    bus = EventBus()
+    bus.add_sink(EventLog(config.events, max_bytes=config.events_max_bytes), "events",
+                 inline=True)
     webhook = None
     connection = None
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         connection = connect(args.address, num_cpus=args.num_cpus)
         log.info("ray: %s", connection.address)
-        if args.webhook:
-            webhook = WebhookForwarder(args.webhook, timeout_s=args.webhook_timeout)
+        if config.webhook:
+            webhook = WebhookForwarder(config.webhook, timeout_s=args.webhook_timeout)
             webhook.start()
+            bus.add_sink(webhook, "webhook", inline=True)  # never blocks: its own queue
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
-        status = None if shared.quiet else sys.stderr
-        runner = ClusterRunner(streams, options, events, webhook, stop, status)
+        status = None if config.quiet else sys.stderr
+        runner = ClusterRunner(config, options, bus, stop, status)
         try:
-            outcome = runner.run(shared.duration)
+            outcome = runner.run(config.duration)
         except Interrupted:
             print("streamclf: interrupted", file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        events.close()
+        bus.close(2.0)  # the webhook sends what is queued, then the log closes
         if webhook is not None:
-            webhook.close(timeout_s=2.0)
             log.info("webhook: %s", webhook.summary())
             if webhook.failed or webhook.dropped:
                 log.warning("webhook %s: %s (last error: %s)", mask_credentials(args.webhook),

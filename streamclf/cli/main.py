@@ -19,6 +19,7 @@ from streamclf.cli import cluster as cluster_command
 from streamclf.cli import evaluate as cli_evaluate
 from streamclf.cli import run as cli_run
 from streamclf.cli import train as train_command
+from streamclf.cli.flags import add_config_flags
 from streamclf.cli.run import default_demo_clip
 from streamclf.errors import DataError, StreamclfError
 from streamclf.media.sources import mask_credentials
@@ -66,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("--num-samples", type=int, default=None)
     classify.add_argument("--time-step", type=float, default=None, help="seconds")
-    classify.add_argument("--backend", default="torch",
-                          choices=["auto", "torch", "onnxruntime", "openvino"])
+    classify.add_argument("--backend", default="auto",
+                          choices=["auto", "torch", "onnxruntime", "openvino"],
+                          help="inference backend (default auto: the fastest measured here)")
     classify.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
     classify.add_argument("--json", action="store_true", help="one JSON object per file")
     classify.add_argument("--features", action="store_true", help="include the embedding")
@@ -76,44 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", action="append", default=None, metavar="[ID=]SPEC",
                      help="webcam index or /dev/videoN, rtsp://, http(s)://, a file, or "
                           "synthetic; repeat for several streams (ID names one)")
-    run.add_argument("--max-batch", dest="max_batch", type=int, default=None,
-                     help="several streams: windows per model call (default 4)")
-    run.add_argument("--max-wait-ms", dest="max_wait_ms", type=float, default=None,
-                     help="several streams: longest wait for a batch to fill (default 10)")
     run.add_argument("--config", default=None, help="YAML run config (flags override it)")
-    run.add_argument("--stream-id", dest="stream_id", default=None)
-    run.add_argument("--model", default=None)
-    run.add_argument("--weights", default=None)
-    run.add_argument("--device", default=None)
-    run.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"],
-                     default=None, help="inference backend (default auto: fastest measured)")
-    run.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None,
-                     help="fp32 (default); int8 (openvino, opt-in); fp16/bf16 (torch autocast)")
-    run.add_argument("--classmap", default=None)
-    run.add_argument("--stride", type=float, default=None, help="seconds between clips")
-    run.add_argument("--topk", type=int, default=None)
-    run.add_argument("--smooth", type=int, default=None, help="clips averaged (default 3)")
-    run.add_argument("--threshold", type=float, default=None, help="min score to show a label")
-    run.add_argument("--pace", choices=["realtime", "fast"], default=None,
-                     help="files: realtime (like a camera, default) or fast (lossless)")
-    run.add_argument("--loop", action="store_true", default=None, help="replay a file forever")
-    run.add_argument("--transport", choices=["tcp", "udp"], default=None, help="RTSP transport")
-    run.add_argument("--display", action="store_true", default=None, help="show a window")
-    run.add_argument("--output", default=None, help="write the overlay video here")
-    run.add_argument("--events", default=None, help="JSON Lines event log path")
-    run.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
-    run.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    run.add_argument("--quiet", action="store_true", default=None, help="no status line")
-    run.add_argument("--max-reconnects", dest="max_reconnects", type=int, default=None,
-                     metavar="N", help="failed reconnects in a row before a lost live source "
-                     "ends the run (default: unlimited; 0: end at the first loss)")
-    run.add_argument("--backoff-initial", dest="backoff_initial_s", type=float, default=None,
-                     metavar="S", help="first reconnect wait, doubled per failure (default 1)")
-    run.add_argument("--backoff-max", dest="backoff_max_s", type=float, default=None,
-                     metavar="S", help="longest reconnect wait (default 30)")
-    run.add_argument("--backoff-jitter", dest="backoff_jitter", type=float, default=None,
-                     metavar="F", help="each reconnect wait is multiplied by a random factor "
-                     "in 1 +- F, so cameras lost together do not reconnect in step (default 0.2)")
+    add_config_flags(run)
     from streamclf.cli.serve import add_serve_parser, add_web_flags
 
     add_web_flags(run)

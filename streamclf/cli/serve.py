@@ -15,16 +15,20 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from streamclf.cli.flags import add_config_flags, config_overrides
 from streamclf.web.server import TOKEN_ENV, WebServer, parse_bind
 
 if TYPE_CHECKING:
     from streamclf.config import RunConfig
-    from streamclf.streams_config import StreamsConfig
+
+#: The config keys ``serve`` takes as flags.
+_SERVE_KEYS = ("id", "model", "weights", "device", "backend", "precision", "classmap", "pace",
+               "loop", "events", "output")
 
 __all__ = ["add_serve_parser", "add_web_flags", "cmd_serve", "open_web"]
 
 #: ``(streams, config path, overrides, web) -> exit status`` (cli._run_streams).
-RunStreams = Callable[["StreamsConfig", "str | None", "dict[str, Any]", "WebServer | None"], int]
+RunStreams = Callable[["RunConfig", "str | None", "dict[str, Any]", "WebServer | None"], int]
 
 
 def add_web_flags(parser: argparse.ArgumentParser, with_bind: bool = True) -> None:
@@ -47,18 +51,7 @@ def add_serve_parser(sub: Any) -> None:
                        help="stream to show (webcam index, URL or file; repeat for several); "
                             "none: upload only")
     serve.add_argument("--config", default=None, help="YAML run config (flags override it)")
-    serve.add_argument("--stream-id", dest="stream_id", default=None)
-    serve.add_argument("--model", default=None)
-    serve.add_argument("--weights", default=None)
-    serve.add_argument("--device", default=None)
-    serve.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"],
-                       default=None)
-    serve.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"], default=None)
-    serve.add_argument("--classmap", default=None)
-    serve.add_argument("--pace", choices=["realtime", "fast"], default=None)
-    serve.add_argument("--loop", action="store_true", default=None, help="replay a file forever")
-    serve.add_argument("--events", default=None, help="JSON Lines event log path")
-    serve.add_argument("--output", default=None, help="also write the overlay video here")
+    add_config_flags(serve, only=_SERVE_KEYS)
     add_web_flags(serve, with_bind=False)
 
 
@@ -105,16 +98,14 @@ def _wait_for_signal(server: WebServer) -> None:
 
 def cmd_serve(args: argparse.Namespace, run_streams: RunStreams) -> int:
     """``streamclf serve``: the stream(s) (if any) then the page until SIGINT/SIGTERM."""
-    from streamclf.streams_config import load_streams_config
+    from streamclf.config import load_config
 
-    keys = ("stream_id", "model", "weights", "device", "backend", "precision",
-            "classmap", "pace", "loop", "events", "output")
-    overrides: dict[str, Any] = {key: getattr(args, key) for key in keys}
+    overrides: dict[str, Any] = config_overrides(args)
     overrides["quiet"] = True
     streams = None
     if args.source or args.config is not None:
-        streams = load_streams_config(args.config, overrides, args.source)
-    config = streams.shared if streams else None
+        streams = load_config(args.config, overrides, args.source)
+    config = streams
     model = (config.model if config else args.model) or "x3d_xs"
     weights = (config.weights if config else args.weights) or "kinetics400"
     classmap = config.classmap if config else args.classmap

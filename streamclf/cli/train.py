@@ -11,7 +11,7 @@ from streamclf.errors import ConfigError
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``train`` sub-command to ``sub``."""
     p = sub.add_parser(
         "train", help="fine-tune a zoo model on your own classes",

@@ -12,9 +12,9 @@
 
 Modules: :mod:`~streamclf.cluster.messages` (the frozen data crossing actors),
 :mod:`~streamclf.cluster.model_server` (batching model actor),
-:mod:`~streamclf.cluster.stream_worker` (one stream's capture, windows and smoothing),
+:mod:`~streamclf.cluster.stream_worker` (one stream: the live StreamRunner on a remote model),
 :mod:`~streamclf.cluster.connect` (joining or starting Ray), :mod:`~streamclf.cluster.runner`
-(the driver), :mod:`~streamclf.cluster.webhook`, :mod:`~streamclf.cluster.evaluate` and
+(the driver), :mod:`~streamclf.cluster.evaluate` and
 :mod:`~streamclf.cli.cluster` (the CLI). Nothing here imports ``ray`` at import time:
 ``import streamclf`` stays light and Ray is needed only when a cluster command runs
 (``pip install 'streamclf[cluster]'``).

@@ -125,9 +125,9 @@ def evaluate_on_ray(
     size = max(1, min(CHUNK, -(-len(items) // (_IN_FLIGHT * most))))  # every actor gets work
     chunks = [list(items[i:i + size]) for i in range(0, len(items), size)]
     n, gpus = _plan(cluster_resources(), device, threads, len(chunks))
-    actor_cls = ray.remote(EvalActor).options(num_cpus=threads, num_gpus=gpus,
-                                              scheduling_strategy="SPREAD")
-    actors = [actor_cls.remote(classifier, threads, os.getcwd()) for _ in range(n)]
+    remote: Any = ray.remote(EvalActor)  # Ray's stubs do not type actor classes
+    actor_cls = remote.options(num_cpus=threads, num_gpus=gpus, scheduling_strategy="SPREAD")
+    actors: list[Any] = [actor_cls.remote(classifier, threads, os.getcwd()) for _ in range(n)]
     results: list[FileResult] = []
     stopped: str | None = None
     try:

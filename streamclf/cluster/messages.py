@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamclf.types import Event
+from streamclf.types import Event, StreamTotals
 
 __all__ = ["ClipRequest", "ClipResult", "Drained", "StreamTotals"]
 
@@ -50,16 +50,6 @@ class ClipResult:
     inference_ms: float
     batch: int = 1
     actor: int = 0
-
-
-@dataclass(frozen=True)
-class StreamTotals:
-    """A stream's counters so far (the ``stopped`` event's totals)."""
-
-    frames: int = 0
-    windows: int = 0
-    drops: int = 0
-    skipped_windows: int = 0
 
 
 @dataclass(frozen=True)

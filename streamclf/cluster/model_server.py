@@ -170,28 +170,21 @@ class ModelActor:
 
     def __init__(self, index: int, config: RunConfig, max_batch: int, max_wait_ms: float,
                  threads: int = 1) -> None:
-        import torch
-
-        from streamclf.engine.backends.factory import create_backend
-        from streamclf.models.loader import load_model
+        from streamclf.engine.load import load_backend
 
         self.index = index
         self.model: BatchingModel | None = None
         self._info: dict[str, Any] = {"index": index}
-        n_threads = config.threads or max(1, threads)
         try:
-            torch.set_num_threads(n_threads)
-            model = load_model(config.model, config.weights, config.classmap, config.device)
-            choice = create_backend(model, config.backend, config.precision, n_threads,
-                                    torch_compile=config.torch_compile)
+            loaded = load_backend(config, threads=max(1, threads))
         except StreamclfError as exc:  # reported by load(), as one line
             self._info["error"] = str(exc)
             return
-        backend = choice.backend
+        backend = loaded.backend
         self.model = BatchingModel(backend.infer, max_batch, max_wait_ms / 1000.0, index)
         self.model.start()
         self._info.update(labels=list(backend.labels), backend=backend.name,
-                          reason=choice.reason, device=model.device, threads=n_threads,
+                          reason=loaded.reason, device=loaded.device, threads=loaded.threads,
                           node=socket.gethostname(), pid=os.getpid())
 
     def load(self) -> dict[str, Any]:

@@ -6,8 +6,8 @@
    opens its source; one that cannot is logged (``error`` + ``stopped``) and the others go
    on; when none can, the run fails with the first reason.
 3. Every 0.2 s the driver drains each stream's outbox and writes the events, in the order
-   received, to the one :class:`~streamclf.live.events.EventLog` (which numbers them: ``seq`` is
-   contiguous over all streams) and to the webhook.
+   received, to the run's :class:`~streamclf.live.sinks.EventBus` (which numbers them: ``seq`` is
+   contiguous over all streams) and so to every sink (the log, a webhook).
 4. At the deadline, on a stop request (SIGINT/SIGTERM), or when every stream has ended (files
    without ``loop``), each stream is stopped (bounded waits): its open label ends and its
    ``stopped`` event with the totals is the stream's last. A stream actor that dies (its
@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from streamclf.cluster.connect import cluster_resources
-from streamclf.cluster.messages import Drained, StreamTotals
-from streamclf.cluster.webhook import WebhookForwarder
-from streamclf.config import RunConfig
+from streamclf.cluster.messages import Drained
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.errors import ConfigError, ModelError, SourceError
-from streamclf.live.events import EventLog, make_event
-from streamclf.streams_config import StreamsConfig
-from streamclf.types import Event
+from streamclf.live.events import make_event
+from streamclf.live.sinks import EventBus
+from streamclf.types import Event, StreamTotals
 
 __all__ = ["ClusterOptions", "ClusterRunner", "RunOutcome"]
 
@@ -71,7 +70,7 @@ class Interrupted(Exception):
 
 @dataclass
 class _Stream:
-    config: RunConfig
+    config: StreamConfig
     handle: Any = None
     pending: Any = None  # the ObjectRef of an unanswered drain()
     totals: StreamTotals = field(default_factory=StreamTotals)
@@ -84,26 +83,26 @@ class _Stream:
 
 
 class ClusterRunner:
-    """Runs every stream of ``streams`` on the connected Ray cluster.
+    """Runs every stream of ``config`` on the connected Ray cluster.
 
     Args:
-        streams: the parsed config (:func:`~streamclf.streams_config.load_streams_config`).
+        config: the run (:func:`~streamclf.config.load_config`).
         options: actor layout and timeouts.
-        events: the run's one event log (owned by the caller, not closed here).
-        webhook: a started forwarder, or None.
+        bus: where every event goes (the caller's sinks: the log, a webhook; not closed
+            here). It numbers them: ``seq`` is contiguous over all streams.
         stop: set (from a signal handler) to stop the run.
         status_out: where a status line goes every ``status_every_s`` (None: nowhere).
 
     Thread-safety: :meth:`run` blocks its thread; only ``stop`` is meant for other threads.
     """
 
-    def __init__(self, streams: StreamsConfig, options: ClusterOptions, events: EventLog,
-                 webhook: WebhookForwarder | None = None, stop: threading.Event | None = None,
+    def __init__(self, config: RunConfig, options: ClusterOptions, bus: EventBus,
+                 stop: threading.Event | None = None,
                  status_out: TextIO | None = None) -> None:
-        self.config, self.options, self.events = streams, options, events
-        self.webhook, self.status_out = webhook, status_out
+        self.config, self.options, self.bus = config, options, bus
+        self.status_out = status_out
         self.stop = stop or threading.Event()
-        self.streams = [_Stream(c) for c in streams.streams]
+        self.streams = [_Stream(c) for c in config.streams]
         self.models: list[Any] = []
         self.model_info: list[dict[str, Any]] = []
 
@@ -151,7 +150,7 @@ class ClusterRunner:
         if self.options.model_gpus is not None:
             return self.options.model_gpus
         has_gpu = resources.get("GPU", 0.0) >= 1.0
-        return 1.0 if has_gpu and self.config.shared.device != "cpu" else 0.0
+        return 1.0 if has_gpu and self.config.device != "cpu" else 0.0
 
     def _check_resources(self) -> None:
         res, opt = cluster_resources(), self.options
@@ -189,7 +188,7 @@ class ClusterRunner:
 
         from streamclf.cluster.model_server import ModelActor
 
-        opt, shared = self.options, self.config.shared
+        opt, shared = self.options, self.config
         gpus = self._model_gpus(cluster_resources())
         # max_restarts: Ray brings a dead replica back (it reloads in its constructor); the
         # window that was in it fails (an `error` event), later ones wait for the restart.
@@ -222,7 +221,7 @@ class ClusterRunner:
             num_cpus=self.options.stream_cpus, scheduling_strategy="SPREAD", max_concurrency=2)
         for i, s in enumerate(self.streams):
             first = i * len(self.models) // len(self.streams)  # neighbours share a replica
-            s.handle = actor.remote(s.config, labels, self.models, first,
+            s.handle = actor.remote(s.config, self.config.model, labels, self.models, first,
                                     self.options.infer_timeout_s)
         infos = self._wait([s.handle.open.remote() for s in self.streams], "the stream actors")
         failed = []
@@ -240,9 +239,7 @@ class ClusterRunner:
 
     # -- events ----------------------------------------------------------------------------
     def _write(self, event: Event) -> None:
-        record = self.events.write(event)
-        if self.webhook is not None:
-            self.webhook.submit(record)
+        self.bus.publish(event)
 
     def _take(self, s: _Stream, drained: Drained) -> None:
         for event in drained.events:

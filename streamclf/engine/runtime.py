@@ -21,7 +21,8 @@ _DEFAULT_SWITCH_INTERVAL_S = sys.getswitchinterval()
 
 def tune_switch_interval(backend_name: str) -> None:
     """Set the interpreter's thread switch interval for a streaming process on
-    ``backend_name`` (process-wide; called by the pipelines' ``from_config`` builders)."""
+    ``backend_name`` (process-wide; called by the one model loader,
+    :func:`streamclf.engine.load.load_backend`)."""
     sys.setswitchinterval(TORCH_SWITCH_INTERVAL_S if backend_name == "torch"
                           else _DEFAULT_SWITCH_INTERVAL_S)
 

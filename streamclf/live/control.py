@@ -1,28 +1,30 @@
-"""Running several streams from the command line: signals, config reload, web control.
+"""Running a live pipeline from the command line: signals, config reload, web control.
 
-* SIGINT/SIGTERM stop every stream (each writes its ``stopped`` event).
+* SIGINT/SIGTERM stop every stream (each publishes its ``stopped`` event).
 * SIGHUP re-reads the config file and applies the difference: streams whose id is gone
   are stopped, new ids are started, streams whose settings changed are restarted; the
   others keep running untouched.
 * With the web view, ``POST /api/streams`` (JSON ``{"id", "source", ...per-stream keys}``)
   adds a stream and ``DELETE /api/streams/ID`` removes one.
+
+:func:`run_streams` is the one way the CLI runs streams: one or many, with or without the
+web view.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig, load_config, stream_keys
 from streamclf.errors import ConfigError, StreamclfError
-from streamclf.live.pipeline import MultiStreamPipeline
-from streamclf.streams_config import PER_STREAM_KEYS, StreamsConfig, load_streams_config
+from streamclf.live.pipeline import LivePipeline
 
 if TYPE_CHECKING:
-    from streamclf.live.runner import StreamPipeline
     from streamclf.web.server import WebServer
 
 __all__ = ["StreamController", "run_streams"]
@@ -31,29 +33,24 @@ log = logging.getLogger(__name__)
 
 
 class StreamController:
-    """Adds, removes and reloads streams of a running :class:`MultiStreamPipeline`.
+    """Adds, removes and reloads streams of a running :class:`LivePipeline`.
 
     Thread-safe (one lock): called from HTTP handler threads and the main thread.
     """
 
-    def __init__(self, multi: MultiStreamPipeline, config_path: str | None,
+    def __init__(self, multi: LivePipeline, config_path: str | None,
                  overrides: dict[str, Any], web: WebServer | None = None) -> None:
         self.multi = multi
         self.config_path = config_path
         self.overrides = overrides
         self.web = web
         self._lock = threading.Lock()
-        self._configs: dict[str, RunConfig] = {}
+        self._configs: dict[str, StreamConfig] = {}
+        self._run: RunConfig | None = None
 
-    def track(self, config: StreamsConfig) -> None:
+    def track(self, config: RunConfig) -> None:
         self._configs = {c.stream_id: c for c in config.streams}
-
-    def attach(self, pipe: StreamPipeline) -> None:
-        """Called for every stream before it starts: show it in the web view."""
-        if self.web is not None:
-            from streamclf.web.attach import attach_pipeline
-
-            attach_pipeline(self.web.hub, pipe)
+        self._run = dataclasses.replace(config, streams=())
 
     def add(self, item: dict[str, Any]) -> dict[str, Any]:
         """Start the stream described by ``item`` (``id``, ``source``, per-stream keys).
@@ -63,21 +60,10 @@ class StreamController:
         """
         if not isinstance(item, dict):
             raise ConfigError("a stream must be a JSON object with 'id' and 'source'")
-        unknown = set(item) - PER_STREAM_KEYS
-        if unknown:
-            raise ConfigError(f"unknown stream key {sorted(unknown)[0]!r}; allowed: "
-                              f"{', '.join(sorted(PER_STREAM_KEYS))}")
         if not item.get("id") or not item.get("source"):
             raise ConfigError("a stream needs 'id' and 'source'")
-        shared = self.multi.shared
-        if shared is None:
-            raise ConfigError("this run cannot open new streams")
-        from streamclf.streams_config import with_stream
-
-        values = {k: v for k, v in item.items() if k != "id"}
-        config = with_stream(shared, stream_id=str(item["id"]), **{
-            # a new stream starts from the shared settings, not another stream's own
-            "loop": False, "output": None, "display": False, **values})
+        # A new stream starts from the schema's defaults, not another stream's own.
+        config = _stream_from(item)
         with self._lock:
             self.multi.add_stream(config)
             self._configs[config.stream_id] = config
@@ -100,10 +86,13 @@ class StreamController:
             log.warning("SIGHUP: no --config file to reload")
             return
         try:
-            fresh = load_streams_config(self.config_path, self.overrides)
+            fresh = load_config(self.config_path, self.overrides)
         except StreamclfError as exc:
             log.error("config reload failed, nothing changed: %s", exc)
             return
+        if self._run is not None and dataclasses.replace(fresh, streams=()) != self._run:
+            log.warning("config reload: only streams are reloaded; the model, outputs and "
+                        "batching stay as they are until a restart")
         wanted = {c.stream_id: c for c in fresh.streams}
         with self._lock:
             current = dict(self._configs)
@@ -112,7 +101,7 @@ class StreamController:
                 self._safely(self.remove, sid)
         for sid, config in wanted.items():
             if sid not in current or current[sid] != config:
-                def start(config: RunConfig = config) -> None:
+                def start(config: StreamConfig = config) -> None:
                     with self._lock:
                         self.multi.add_stream(config)
                         self._configs[config.stream_id] = config
@@ -127,28 +116,42 @@ class StreamController:
             log.error("config reload: %s", exc)
 
 
-def run_streams(config: StreamsConfig, config_path: str | None, overrides: dict[str, Any],
-                web: WebServer | None = None) -> tuple[int, str | None]:
-    """Run every stream until all end, ``duration`` passes, or SIGINT/SIGTERM.
+def _stream_from(item: dict[str, Any]) -> StreamConfig:
+    """A :class:`StreamConfig` from a JSON object (unknown keys: ConfigError)."""
+    unknown = sorted(set(item) - stream_keys())
+    if unknown:
+        raise ConfigError(f"unknown stream key {unknown[0][:64]!r}; allowed: "
+                          f"{', '.join(sorted(stream_keys()))}")
+    return StreamConfig(**item)
 
-    Returns:
-        ``(exit status, error text or None)``.
-    """
-    multi = MultiStreamPipeline.from_config(config)
+
+def run_streams(config: RunConfig, config_path: str | None, overrides: dict[str, Any],
+                web: WebServer | None = None) -> int:
+    """Run every stream until all end, ``duration`` passes, or SIGINT/SIGTERM; print one
+    summary line (and each stream's error). Returns the exit status: 1 only when every
+    stream failed."""
+    sinks: list[Any] = []
+    frame_sinks = None
+    if web is not None:
+        from streamclf.web.link import HubSink, mjpeg_frame_sinks
+
+        sinks.append(HubSink(web.hub))
+        frame_sinks = mjpeg_frame_sinks(web.hub)
+    out = None if config.quiet else sys.stderr
+    multi = LivePipeline(config, sinks=sinks, frame_sinks=frame_sinks, status_out=out)
     controller = StreamController(multi, config_path, overrides, web)
     controller.track(config)
-    multi.on_add = controller.attach
-    for sid in multi.stream_ids:
-        controller.attach(multi.stream(sid))
     if web is not None:
         web.controller = controller
         if not web.started_serving:
             web.start()
             print(f"streamclf: web view on {web.url}", file=sys.stderr, flush=True)
-    shared = config.shared
+    shared = config
     if not shared.quiet:
-        print(f"streamclf: {len(config.streams)} streams, {multi.spec.name} on {shared.device}, "
-              f"backend {multi.backend_reason}, batches of up to {config.max_batch}",
+        what = (f"{len(config.streams)} streams" if len(config.streams) > 1
+                else config.streams[0].stream_id)
+        print(f"streamclf: {what}, {multi.spec.name} on {shared.device}, backend "
+              f"{multi.backend_reason}, batches of up to {config.max_batch}",
               file=sys.stderr, flush=True)
 
     def on_stop(signum: int, _frame: object) -> None:
@@ -173,11 +176,21 @@ def run_streams(config: StreamsConfig, config_path: str | None, overrides: dict[
     watcher.start()
     try:
         result = multi.run(shared.duration)
-        multi.wait_threads(0.3)
     finally:
         watcher_stop.set()
         watcher.join(2.0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return (1, result.error) if result.error else (0, None)
-
+    for sid, totals in result.streams.items():
+        if totals.error:
+            print(f"streamclf: error: {sid}: {totals.error}", file=sys.stderr, flush=True)
+    frames = sum(t.frames for t in result.streams.values())
+    windows = sum(t.windows for t in result.streams.values())
+    drops = sum(t.drops for t in result.streams.values())
+    failed = sum(1 for t in result.streams.values() if t.error)
+    where = f"; events in {shared.events}" if shared.events else ""
+    if not shared.quiet:
+        print(f"streamclf: done: {len(result.streams)} stream(s), {failed} failed, "
+              f"{frames} frames, {windows} windows, {drops} drops{where}", file=sys.stderr,
+              flush=True)
+    return result.exit_code

@@ -33,20 +33,23 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from streamclf.errors import DataError
-from streamclf.types import Event, Prediction
+from streamclf.errors import ConfigError, DataError
+from streamclf.types import Event, EventType, Prediction
 
-__all__ = ["EVENT_TYPES", "EventLog", "make_event", "prediction_event", "read_events"]
+__all__ = ["EVENT_TYPES", "EventLog", "jsonable", "make_event", "prediction_event", "read_events"]
 
-EVENT_TYPES = frozenset({"prediction", "label_start", "label_end", "source_opened",
-                         "source_lost", "reconnect_failed", "source_restored", "error",
-                         "stopped"})
+EVENT_TYPES = frozenset(t.value for t in EventType)
 _CORE = ("type", "stream", "ts", "seq")
 
 
-def make_event(type_: str, stream: str, ts: float | None = None, **fields: Any) -> Event:
-    """An :class:`Event` stamped with ``time.time()`` unless ``ts`` is given."""
-    return Event(type_, stream, time.time() if ts is None else float(ts), fields)
+def make_event(type_: EventType | str, stream: str, ts: float | None = None,
+               **fields: Any) -> Event:
+    """An :class:`Event` stamped with ``time.time()`` unless ``ts`` is given.
+
+    Raises:
+        ValueError: ``type_`` is not an :class:`EventType` value (a programming error).
+    """
+    return Event(EventType(type_), stream, time.time() if ts is None else float(ts), fields)
 
 
 def prediction_event(pred: Prediction, **health: float | int) -> Event:
@@ -57,7 +60,7 @@ def prediction_event(pred: Prediction, **health: float | int) -> Event:
     adds the stream's state at publish time (``input_fps``, ``drops``), so each stream's
     fps, latency and drops can be followed from the log alone.
     """
-    return Event("prediction", pred.stream, round(pred.published, 6), {
+    return Event(EventType.PREDICTION, pred.stream, round(pred.published, 6), {
         **health,
         "window_start": round(pred.window_start, 6),
         "window_end": round(pred.window_end, 6),
@@ -71,20 +74,20 @@ def prediction_event(pred: Prediction, **health: float | int) -> Event:
     })
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON types, with NaN/inf -> None, numpy -> Python, anything else -> str."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return str(value)  # Path, enum, ...: readable rather than a crash
 
 
@@ -105,7 +108,7 @@ class EventLog:
             already survives a crash of this process, not of the machine).
 
     Raises:
-        ValueError: ``max_bytes`` < 1 or ``backups`` < 0.
+        ConfigError: ``max_bytes`` < 1 or ``backups`` < 0.
         DataError: the file cannot be created at start (bad folder, no permission).
 
     Thread-safety: all methods may be called from any thread; one lock orders ``seq``
@@ -121,9 +124,9 @@ class EventLog:
         fsync: bool = False,
     ) -> None:
         if max_bytes is not None and (isinstance(max_bytes, bool) or max_bytes < 1):
-            raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes!r}")
+            raise ConfigError(f"max_bytes must be >= 1 or None, got {max_bytes!r}")
         if isinstance(backups, bool) or backups < 0:
-            raise ValueError(f"backups must be >= 0, got {backups!r}")
+            raise ConfigError(f"backups must be >= 0, got {backups!r}")
         self._path = None if path is None else Path(path)
         self._stream_to, self._max_bytes, self._backups = stream_to, max_bytes, int(backups)
         self._fsync, self._closed = fsync, False
@@ -165,7 +168,8 @@ class EventLog:
         """
         extra = {k: v for k, v in dict(event.fields).items() if k not in _CORE}
         with self._lock:
-            record = _jsonable({"type": event.type, "stream": event.stream, "ts": event.ts,
+            record = jsonable({"type": EventType(event.type).value, "stream": event.stream,
+                                "ts": event.ts,
                                 "seq": self._seq, **extra})
             if self._closed:
                 self._dropped += 1

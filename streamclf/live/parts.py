@@ -1,6 +1,6 @@
 """What a stream needs opened before it starts: its source (opened once, to fail fast and
 learn its size and fps) and its overlay sinks, plus the renderer that reports their
-failures as events. Used by the single- and multi-stream pipelines' builders."""
+failures as events. Used by :class:`~streamclf.live.pipeline.LivePipeline`."""
 
 from __future__ import annotations
 
@@ -8,42 +8,28 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from streamclf.config import RunConfig
+from streamclf.config import StreamConfig
 from streamclf.errors import SourceError
-from streamclf.live.events import EventLog, make_event
-from streamclf.live.overlay import OverlayRenderer
 from streamclf.media.sources import FrameSource, mask_credentials
 
-__all__ = ["StreamParts", "make_renderer", "open_stream_parts"]
+__all__ = ["OpenStream", "StreamParts", "open_stream_parts"]
 
 log = logging.getLogger(__name__)
 
 
-def _report_output_error(events: EventLog, stream: str, message: str) -> None:
-    """An overlay output failed (e.g. the video file hit a full disk): log it and put an
-    ``error`` event (``source: "output"``) in the event log; the stream goes on."""
-    log.error("overlay: %s", message)
-    events.write(make_event("error", stream, source="output", message=mask_credentials(message)))
-
-
+#: ``(source_factory, frame sinks, fps hint, close)``: see :func:`open_stream_parts`.
 StreamParts = tuple[Callable[[], FrameSource], list[Any], float, Callable[[], None]]
+#: How a pipeline opens a stream: :func:`open_stream_parts`, or a test's own.
+OpenStream = Callable[[StreamConfig], StreamParts]
 
 
-def make_renderer(sinks: list[Any], events: EventLog, stream: str) -> OverlayRenderer | None:
-    """An overlay renderer for ``sinks`` (None without sinks) whose output failures become
-    ``error`` events in ``events``."""
-    if not sinks:
-        return None
-    return OverlayRenderer(sinks, on_error=lambda m: _report_output_error(events, stream, m))
-
-
-def open_stream_parts(config: RunConfig) -> StreamParts:
+def open_stream_parts(config: StreamConfig) -> StreamParts:
     """Open a stream's source (once, to fail fast and learn its size and fps) and its sinks.
 
     Returns:
         ``(source_factory, sinks, fps_hint, close)``: the factory's first call returns the
         source opened here; ``close()`` closes what was opened, for a stream that is never
-        started (see :func:`make_renderer` for the sinks).
+        started.
 
     Raises:
         SourceError: the source cannot be opened, or ``output`` needs a frame size it

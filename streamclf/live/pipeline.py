@@ -1,258 +1,304 @@
-"""``MultiStreamPipeline``: many streams, one model, one batching inference worker.
+"""``LivePipeline``: a live run. N streams, one model, one batching worker, one event bus.
 
-    stream A: source -> CaptureThread -> FrameRing ─┐
-    stream B: source -> CaptureThread -> FrameRing ─┼─> InferenceWorker (batches up to
-    stream C: ...                                   ─┘   max_batch windows, one per stream)
-                         -> each stream's Smoother -> one EventLog (+ each stream's overlay)
+    stream A: StreamRunner (capture -> ring) ─┐
+    stream B: StreamRunner                   ─┼─> InferenceWorker (batches up to max_batch
+    stream C: ...                            ─┘   windows, one per stream)
+          -> each runner's Smoother -> EventBus -> sinks (JSONL log, status line, web, ...)
 
-Every stream is a :class:`~streamclf.live.runner.StreamPipeline` built on the shared backend,
-worker and event log (events carry the stream id). Streams can be added and removed while
-the others run (:meth:`MultiStreamPipeline.add_stream` / :meth:`remove_stream`, used by
-the config reload on SIGHUP and by the web view's ``/api/streams``).
+A single-stream run is a pipeline with one stream. Streams can be added and removed while
+the others run (the SIGHUP reload and ``/api/streams``). Use it as a context manager::
+
+    config = RunConfig(model="x3d_xs", streams=[StreamConfig(id="cam0", source="clip.mp4")])
+    with LivePipeline(config, sinks=[print]) as run:
+        run.join()  # every stream has ended, or config.duration passed
+    print(run.result)
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends.base import InferenceBackend
 from streamclf.engine.batcher import InferenceWorker
-from streamclf.engine.runtime import default_inference_threads, tune_switch_interval
 from streamclf.errors import ConfigError
-from streamclf.live.events import EventLog, make_event
-from streamclf.live.parts import make_renderer
-from streamclf.live.runner import (
-    PipelineResult,
-    StreamPipeline,
-)
-from streamclf.models.registry import ModelSpec
-from streamclf.streams_config import StreamsConfig
+from streamclf.live.events import EventLog
+from streamclf.live.overlay import FrameSink, OverlayRenderer
+from streamclf.live.parts import OpenStream, open_stream_parts
+from streamclf.live.runner import StreamRunner
+from streamclf.live.sinks import EventBus, Sink, SinkHealth
+from streamclf.live.status import StatusLine
+from streamclf.types import StreamHealth, StreamTotals
 
-__all__ = ["MultiResult", "MultiStreamPipeline"]
+__all__ = ["FrameSinks", "LivePipeline", "RunResult"]
 
 log = logging.getLogger(__name__)
-_SHARED_KEYS = ("model", "weights", "device", "backend", "precision", "classmap", "events",
-                "threads", "torch_compile")
+#: ``frame_sinks(stream_id, health)``: extra overlay outputs for a new stream (the web
+#: view's MJPEG); ``health`` is that stream's :meth:`StreamRunner.health`.
+FrameSinks = Callable[[str, Callable[[], StreamHealth]], Sequence[FrameSink]]
 
 
 @dataclass(frozen=True)
-class MultiResult:
-    """Each stream's :class:`PipelineResult` by id; ``error`` is the first stream error."""
+class RunResult:
+    """Each stream's totals by id, in the order they ended."""
 
-    streams: dict[str, PipelineResult]
+    streams: dict[str, StreamTotals]
 
     @property
     def error(self) -> str | None:
-        errors = [f"{sid}: {r.error}" for sid, r in self.streams.items() if r.error]
+        """Every stream error, ``"id: message"`` joined by ``; `` (None: no error)."""
+        errors = [f"{sid}: {t.error}" for sid, t in self.streams.items() if t.error]
         return "; ".join(errors) or None
 
+    @property
+    def exit_code(self) -> int:
+        """1 when every stream failed, else 0 (one dead camera of many is an event)."""
+        failed = [t for t in self.streams.values() if t.error]
+        return 1 if self.streams and len(failed) == len(self.streams) else 0
 
-class MultiStreamPipeline:
-    """Runs several streams on one shared backend.
 
-    Build with :meth:`from_config` (real parts) or the constructor (tests: any backend and
-    a ``make_stream(config) -> StreamPipeline`` factory). Thread-safety: ``add_stream``,
-    ``remove_stream``, ``request_stop`` and ``health`` from any thread; ``run`` from one.
+class LivePipeline:
+    """Runs the streams of a :class:`RunConfig` on one backend.
+
+    Args:
+        config: the run (model, outputs, batching) and its streams.
+        sinks: event sinks (see :mod:`streamclf.live.sinks`), each on its own queue.
+        backend: runs the model; default: loaded from ``config`` (the one way to load a
+            model, :func:`~streamclf.engine.load.load_backend`). Tests pass a fake one; a
+            cluster actor passes a remote one.
+        status_out: where the status line goes (None: no status line).
+        open_stream: opens a stream's source and outputs (default: real ones).
+        frame_sinks: extra overlay outputs per stream (see :data:`FrameSinks`).
+
+    The JSON Lines log (``config.events``) is attached inline: lossless, in ``seq`` order.
+
+    Raises:
+        ConfigError, SourceError, ModelError: bad settings, a source that cannot be opened
+            (a file; a live source that cannot be opened goes to reconnecting), a model that
+            cannot be loaded. Nothing is left running.
+
+    Thread-safety: ``add_stream``, ``remove_stream``, ``request_stop``, ``health`` and
+    ``add_sink`` from any thread; ``start``/``join``/``stop``/``run`` from the owner.
     """
 
-    def __init__(self, spec: ModelSpec, backend: InferenceBackend, events: EventLog,
-                 max_batch: int = 4, max_wait_ms: float = 10.0,
-                 status_out: TextIO | None = None, open_stream: Any = None) -> None:
-        self.spec = spec
-        self.backend = backend
-        self.events = events
-        self.status_out = status_out
-        self.worker = InferenceWorker(backend, on_error=self._on_inference_error,
-                                      max_batch=max_batch, max_wait_ms=max_wait_ms)
-        self._open_stream = open_stream  # see stream_parts.open_stream_parts
-        self._streams: dict[str, StreamPipeline] = {}
-        self._results: dict[str, PipelineResult] = {}
-        self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._started = False
-        self._last_status = 0.0
-        self.backend_reason = f"{backend.name} (given)"
-        self.shared: RunConfig | None = None
-        #: Called with each new stream before it starts (e.g. to show it in the web view).
-        self.on_add: Callable[[StreamPipeline], None] | None = None
-
-    # -- wiring ----------------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, config: StreamsConfig,
-                    status_out: TextIO | None = None) -> MultiStreamPipeline:
-        """Load the model once, open the shared event log, then open every stream (a stream
-        that fails to open fails the whole start: nothing is left running)."""
-        import torch
-
-        from streamclf.engine.backends.factory import create_backend
-        from streamclf.live.parts import open_stream_parts
+    def __init__(self, config: RunConfig, *, sinks: Sequence[Sink] = (),
+                 backend: InferenceBackend | None = None, status_out: TextIO | None = None,
+                 open_stream: OpenStream = open_stream_parts,
+                 frame_sinks: FrameSinks | None = None) -> None:
+        from streamclf.engine.load import load_backend
         from streamclf.media.sources import parse_spec
-        from streamclf.models.loader import load_model
+        from streamclf.models.registry import get_spec
 
-        shared = config.shared
+        if not isinstance(config, RunConfig):
+            raise ConfigError(f"LivePipeline needs a RunConfig, got {type(config).__name__}")
+        self.config = config
         for stream in config.streams:
             parse_spec(stream.source)  # an unknown URL scheme fails before the model loads
-        threads = shared.threads or default_inference_threads()
-        torch.set_num_threads(threads)
-        model = load_model(shared.model, shared.weights, shared.classmap, shared.device)
-        choice = create_backend(model, shared.backend, shared.precision, threads,
-                                torch_compile=shared.torch_compile)
-        tune_switch_interval(choice.backend.name)
-        events = EventLog(shared.events, max_bytes=shared.events_max_bytes)
-        out = None if shared.quiet else (status_out or sys.stderr)
-        multi = cls(model.spec, choice.backend, events, config.max_batch, config.max_wait_ms,
-                    out, open_stream=open_stream_parts)
-        multi.backend_reason = choice.reason
-        multi.shared = shared
+        if backend is None:
+            loaded = load_backend(config)
+            self.spec, self.backend, self.backend_reason = (loaded.spec, loaded.backend,
+                                                            loaded.reason)
+        else:
+            self.spec, self.backend = get_spec(config.model), backend
+            self.backend_reason = f"{backend.name} (given)"
+        self.bus = EventBus()
+        self.worker = InferenceWorker(self.backend, on_error=self._on_inference_error,
+                                      max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+        self._open_stream, self._frame_sinks = open_stream, frame_sinks
+        self._runners: dict[str, StreamRunner] = {}
+        self._results: dict[str, StreamTotals] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._started = self._closed = False
+        if config.events is not None:
+            self.bus.add_sink(EventLog(config.events, max_bytes=config.events_max_bytes),
+                              "events", inline=True)
         try:
+            if status_out is not None:
+                self.bus.add_sink(StatusLine(status_out), "status", maxsize=1000)
+            if config.webhook is not None:
+                from streamclf.sinks.webhook import WebhookForwarder, check_webhook_url
+
+                hook = WebhookForwarder(check_webhook_url(config.webhook))
+                hook.start()
+                self.bus.add_sink(hook, "webhook", inline=True)  # never blocks: own queue
+            for sink in sinks:
+                self.add_sink(sink)
             for stream in config.streams:
-                multi.add_stream(stream)
+                self.add_stream(stream)
         except BaseException:
-            for pipe in multi._streams.values():
-                pipe.close_unstarted()
-            events.close()
+            self.close_unstarted()
             raise
-        return multi
+
+    def add_sink(self, sink: Sink, name: str | None = None, **options: Any) -> None:
+        """Attach one more event sink (see :meth:`EventBus.add_sink`)."""
+        self.bus.add_sink(sink, name, **options)
 
     # -- streams ---------------------------------------------------------------------------
     @property
     def stream_ids(self) -> list[str]:
         with self._lock:
-            return list(self._streams)
+            return list(self._runners)
 
-    def stream(self, stream_id: str) -> StreamPipeline:
+    def stream(self, stream_id: str) -> StreamRunner:
         with self._lock:
-            return self._streams[stream_id]
+            return self._runners[stream_id]
 
-    def add_stream(self, config: RunConfig) -> StreamPipeline:
-        """Open ``config``'s source and sinks and start it at once if the run has started.
+    def add_stream(self, config: StreamConfig) -> StreamRunner:
+        """Open ``config``'s source and outputs; start it at once if the run has started.
 
         Raises:
-            ConfigError: the id is taken, or a shared key (model, weights, ...) differs
-                from the running streams'. SourceError: the source cannot be opened.
+            ConfigError: the id is taken, or the run has ended. SourceError: the source
+                cannot be opened.
         """
+        if not isinstance(config, StreamConfig):
+            raise ConfigError(f"add_stream needs a StreamConfig, got {type(config).__name__}")
         with self._lock:
-            if config.stream_id in self._streams:
+            if self._closed:
+                raise ConfigError("the run has ended")
+            if config.stream_id in self._runners:
                 raise ConfigError(f"stream {config.stream_id!r} is already running")
-            if self.shared is not None:
-                for key in _SHARED_KEYS:
-                    if getattr(config, key) != getattr(self.shared, key):
-                        raise ConfigError(f"stream {config.stream_id!r}: {key!r} must be the "
-                                          f"same for every stream of a run")
-            if self._open_stream is None:
-                raise ConfigError("this run cannot open new streams")
-            factory, sinks, fps, close = self._open_stream(config)
-            pipe = StreamPipeline(config, self.spec, self.backend, factory, self.events,
-                                  make_renderer(sinks, self.events, config.stream_id), None,
-                                  source_fps_hint=fps, worker=self.worker)
-            pipe.close_parts = close
-            self._streams[config.stream_id] = pipe
+            factory, outputs, fps, close = self._open_stream(config)
+            sinks: list[FrameSink] = list(outputs)
+            runner_box: list[StreamRunner] = []
+            if self._frame_sinks is not None:
+                sinks.extend(self._frame_sinks(config.stream_id,
+                                               lambda: runner_box[0].health()))
+            renderer = None
+            if sinks:
+                renderer = OverlayRenderer(
+                    sinks, on_error=lambda m: runner_box[0].on_output_error(m))
+            runner = StreamRunner(config, self.spec, self.backend.labels, self.bus,
+                                  self.worker, factory, renderer=renderer,
+                                  source_fps_hint=fps, backend_name=self.backend.name,
+                                  close_parts=close)
+            runner_box.append(runner)
+            self._runners[config.stream_id] = runner
             self._results.pop(config.stream_id, None)
-            if self.on_add is not None:
-                self.on_add(pipe)
             if self._started:
-                pipe.start()
-            log.info("stream %s added: %s", config.stream_id, pipe.source_name)
-            return pipe
+                runner.start()
+            log.info("stream %s added: %s", config.stream_id, runner.source_name)
+            return runner
 
-    def remove_stream(self, stream_id: str, timeout_s: float = 2.0) -> PipelineResult:
-        """Stop one stream (its ``stopped`` event is written); the others keep running.
+    def remove_stream(self, stream_id: str, timeout_s: float = 2.0) -> StreamTotals:
+        """Stop one stream (its ``stopped`` event is published); the others go on.
 
         Raises:
             ConfigError: no such stream.
         """
         with self._lock:
-            pipe = self._streams.pop(stream_id, None)
-        if pipe is None:
+            runner = self._runners.pop(stream_id, None)
+        if runner is None:
             raise ConfigError(f"no stream {stream_id!r}; running: {', '.join(self.stream_ids)}")
-        result = pipe.stop(timeout_s)
+        totals = runner.stop(timeout_s)
         with self._lock:
-            self._results[stream_id] = result
+            self._results[stream_id] = totals
         log.info("stream %s removed", stream_id)
-        return result
+        return totals
 
     # -- run -------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._last_status = time.monotonic()  # the first status line after 2 s, not at 0
+    def start(self) -> LivePipeline:
+        """Start the worker and every stream."""
         with self._lock:
+            if self._started:
+                return self
             self._started = True
-            pipes = list(self._streams.values())
+            runners = list(self._runners.values())
         self.worker.start()
-        for pipe in pipes:
-            pipe.start()
+        for runner in runners:
+            runner.start()
+        return self
 
     def request_stop(self) -> None:
+        """Make :meth:`join` return (any thread, signal handlers included)."""
         self._stop.set()
 
-    def run(self, duration_s: float | None = None) -> MultiResult:
-        """Run until ``duration_s``, :meth:`request_stop`, or every stream has ended."""
-        deadline = None if duration_s is None else time.monotonic() + duration_s
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait until every stream has ended (each ended stream is stopped and leaves),
+        :meth:`request_stop`, or ``timeout_s`` (default: the config's ``duration``, else no
+        limit). True when every stream has ended."""
+        limit = self.config.duration if timeout_s is None else timeout_s
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            with self._lock:
+                runners = list(self._runners.items())
+            for sid, runner in runners:
+                if runner.finished():
+                    self.remove_stream(sid)
+            if not runners:
+                return True
+            if self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            self._stop.wait(0.05)
+
+    def run(self, duration_s: float | None = None) -> RunResult:
+        """Start, :meth:`join` (up to ``duration_s``, default the config's ``duration``),
+        stop; returns the totals."""
         self.start()
         try:
-            while not self._stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                with self._lock:
-                    pipes = list(self._streams.items())
-                ended = [sid for sid, p in pipes if p.finished()]
-                for sid in ended:
-                    self.remove_stream(sid)
-                if not pipes:
-                    break
-                self._print_status()
-                self._stop.wait(0.1)
+            self.join(duration_s)
         finally:
             result = self.stop()
         return result
 
-    def stop(self, timeout_s: float = 2.0) -> MultiResult:
-        """Stop every stream's capture, then the worker, then write each ``stopped``."""
+    def stop(self, timeout_s: float = 2.0) -> RunResult:
+        """Stop every stream's capture, then the worker, then publish each ``stopped``, then
+        flush and close every sink. Idempotent."""
         t0 = time.monotonic()
         with self._lock:
-            pipes = list(self._streams.items())
-            self._streams.clear()
-        for _, pipe in pipes:
-            pipe.capture.stop(0.0)
-        self.worker.stop(max(0.1, timeout_s / 2))
-        for sid, pipe in pipes:
+            runners = list(self._runners.items())
+            self._runners.clear()
+            self._closed = True
+        for _, runner in runners:
+            runner.stop_capture()
+        if not self.worker.stop(max(0.1, timeout_s / 2)):
+            # A window is still in the model (slow CPU); its result would come after
+            # `stopped`, so it is dropped.
+            log.info("inference thread still busy at stop; its last window is dropped")
+        for sid, runner in runners:
             left = max(0.1, timeout_s - (time.monotonic() - t0))
-            self._results[sid] = pipe.stop(left)
-        if self.status_out is not None and getattr(self.status_out, "isatty", lambda: False)():
-            self.status_out.write("\n")
-        self.events.close()
-        return MultiResult(dict(self._results))
+            self._results[sid] = runner.stop(left)
+        self.bus.close(max(0.5, timeout_s - (time.monotonic() - t0)))
+        return self.result
 
-    def wait_threads(self, timeout_s: float) -> bool:
-        return self.worker.stop(timeout_s)
+    def close_unstarted(self) -> None:
+        """For a run that never started: close every opened source and the sinks."""
+        with self._lock:
+            runners = list(self._runners.values())
+            self._runners.clear()
+            self._closed = True
+        for runner in runners:
+            runner.close_unstarted()
+        self.bus.close(0.5)
+
+    @property
+    def result(self) -> RunResult:
+        return RunResult(dict(self._results))
+
+    def __enter__(self) -> LivePipeline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # -- reporting -------------------------------------------------------------------------
-    def health(self) -> dict[str, dict[str, Any]]:
+    def health(self) -> dict[str, StreamHealth]:
         with self._lock:
-            pipes = dict(self._streams)
-        return {sid: pipe.health() for sid, pipe in pipes.items()}
+            runners = dict(self._runners)
+        return {sid: runner.health() for sid, runner in runners.items()}
+
+    def sink_health(self) -> list[SinkHealth]:
+        return self.bus.sink_health()
 
     def _on_inference_error(self, stream: str, exc: Exception) -> None:
-        log.error("inference failed on %s: %s", stream, exc)
-        self.events.write(make_event("error", stream, where="inference",
-                                     message=f"{type(exc).__name__}: {exc}"))
-
-    def _print_status(self) -> None:
-        """Per-stream status lines every 2 s (a terminal or not)."""
-        if self.status_out is None or time.monotonic() - self._last_status < 2.0:
-            return
-        self._last_status = time.monotonic()
-        for sid, h in self.health().items():
-            label = h["stable_label"] or (f"({h['labels'][0]} {h['scores'][0]:.2f})"
-                                          if h["labels"] else "-")
-            lat = "-" if h["latency_ms"] is None else f"{h['latency_ms']:.0f}"
-            self.status_out.write(f"[{sid}] in {h['input_fps']:5.1f} fps | "
-                                  f"{h['clips_per_s']:4.1f} clips/s | latency {lat} ms | "
-                                  f"drops {h['drops']} | {label[:40]}\n")
-        self.status_out.flush()
+        with self._lock:
+            runner = self._runners.get(stream)
+        if runner is not None:
+            runner.on_inference_error(exc)
+        else:
+            log.error("inference failed on %s: %s", stream, exc)

@@ -78,6 +78,16 @@ class CaptureThread:
     Attributes set when the thread ends (``finished`` is set last): ``eof`` (True after a clean
     end of stream without ``loop``), ``error`` (a ``StreamclfError`` when it gave up or
     crashed; None otherwise). A thread stopped by ``stop()`` has neither.
+
+    End of input and delivery: a frame is read, then offered to ``on_frame`` until taken,
+    before the next read, so ``finished`` is set only after every frame read has been taken
+    (``frames_read`` is then final) - also when the source failed: a file that breaks off
+    mid-way (corrupt or truncated) ends with ``error`` set *and* all its frames before the
+    failure delivered. ``error`` therefore does not mean that frames were lost; a consumer
+    drains by waiting for ``finished``, then until it has used what it was given (e.g. the
+    inference worker is idle for the stream), whether ``eof`` or ``error`` is set. The only
+    frames not delivered are the one pending when ``stop()`` was called, and the one whose
+    ``on_frame`` raised (that ends the thread with ``error``).
     """
 
     def __init__(
@@ -254,6 +264,7 @@ class CaptureThread:
             self._deliver(Frame(seq=self._seq, ts=ts, wall_ts=self._wall_clock(), image=image))
 
     def _deliver(self, frame: Frame) -> None:
+        """Offer ``frame`` until ``on_frame`` takes it (lossless back-pressure) or stop."""
         while not self._on_frame(frame):
             self.refusals += 1
             self._wait(_RETRY_WAIT_S)

@@ -50,6 +50,16 @@ class FrameRing:
             the push (``push`` returns False) while the oldest frame is still needed.
         stream: stream id copied into windows.
 
+    LOSSLESS (``pace: fast``) contract: no frame is evicted before :meth:`release_before` has
+    released it, and nothing is released before the consumer's scheduler has anchored its
+    grid and cut the windows that need it (the inference worker releases up to
+    :meth:`~streamclf.media.scheduler.WindowScheduler.next_window_start` after each window).
+    So at the first poll the ring still holds the stream's first frame, and the scheduler
+    anchors its grid there, however many frames an instant source pushed before. The run
+    progresses only if one window fits: ``capacity`` must be at least ``duration * fps + 2``
+    frames at the source's real frame rate, else the ring fills with frames still needed
+    while no window is due, and the producer waits forever.
+
     Counters: ``pushed``, ``drops`` (frames evicted before every window that could use
     them was cut: frames lost to a slow consumer).
 

@@ -219,7 +219,9 @@ class _Handler(BaseHTTPRequestHandler):
         if token is not None and self.app.token is not None:
             cookie: SimpleCookie = SimpleCookie()
             cookie[_COOKIE] = token
-            cookie[_COOKIE].update({"httponly": True, "samesite": "Strict", "path": "/"})
+            cookie[_COOKIE]["httponly"] = True
+            cookie[_COOKIE]["samesite"] = "Strict"
+            cookie[_COOKIE]["path"] = "/"
             extra["Set-Cookie"] = cookie[_COOKIE].OutputString()
         self._send(200, "text/html; charset=utf-8", body, extra)
 

@@ -52,6 +52,8 @@ def parse_upload(content_type: str, body: bytes, field: str = "file") -> tuple[s
         data = part.get_payload(decode=True) or b""
         if not data:
             raise DataError("upload: the file is empty")
+        if not isinstance(data, bytes):
+            raise DataError(f"upload: the {field!r} field is not a file")
         return part.get_filename() or "upload", data
     raise DataError(f"upload: no {field!r} field in the form")
 

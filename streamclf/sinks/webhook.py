@@ -30,7 +30,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from streamclf.errors import ConfigError
+from streamclf.live.events import jsonable
 from streamclf.media.sources import mask_credentials
+from streamclf.types import Event
 
 __all__ = ["WebhookForwarder", "check_webhook_url"]
 
@@ -75,9 +77,9 @@ class WebhookForwarder:
     def __init__(self, url: str, queue_size: int = 1000, timeout_s: float = 2.0,
                  headers: Mapping[str, str] | None = None) -> None:
         if queue_size < 1:
-            raise ValueError("queue_size must be >= 1")
+            raise ConfigError("webhook queue_size must be >= 1")
         if timeout_s <= 0:
-            raise ValueError("timeout_s must be > 0")
+            raise ConfigError("webhook timeout_s must be > 0")
         self.url = check_webhook_url(url)
         self.timeout_s = timeout_s
         self._headers = {"Content-Type": "application/json", **(headers or {})}
@@ -105,6 +107,11 @@ class WebhookForwarder:
                             "than the event rate)", mask_credentials(self.url))
             return False
         return True
+
+    def write(self, event: Event) -> None:
+        """The event-sink side (:mod:`streamclf.live.sinks`): queue ``event``'s JSON record;
+        never blocks (attach it ``inline``: it has its own bounded queue)."""
+        self.submit(jsonable(event.as_dict()))
 
     def close(self, timeout_s: float = 2.0) -> bool:
         """Send what is queued for up to ``timeout_s``, then stop; the rest is dropped.
