@@ -25,13 +25,12 @@ import numpy as np
 import torch
 
 from streamclf.bench import _rss_mb, machine_info, make_test_clip, markdown_table
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends.factory import create_backend
 from streamclf.engine.runtime import TORCH_SWITCH_INTERVAL_S, tune_switch_interval
-from streamclf.live.events import EventLog
-from streamclf.live.parts import open_stream_parts
-from streamclf.live.pipeline import MultiStreamPipeline
+from streamclf.live.pipeline import LivePipeline
 from streamclf.models import load_model
+from streamclf.types import Event, EventType
 
 HERE = Path(__file__).resolve().parent
 CLIP = HERE.parent.parent / "shared" / "data" / "videos" / "VideoQA-NTO__eating_spaghetti.mp4"
@@ -39,20 +38,16 @@ CLIP = HERE.parent.parent / "shared" / "data" / "videos" / "VideoQA-NTO__eating_
 
 def run_streams(model: Any, backend: Any, clip: Path, n: int, max_batch: int, seconds: float,
                 warmup_s: float = 4.0) -> dict[str, Any]:
-    multi = MultiStreamPipeline(model.spec, backend, EventLog(None), max_batch=max_batch,
-                                max_wait_ms=10.0, open_stream=open_stream_parts)
     latencies: list[float] = []
-    for i in range(n):
-        config = RunConfig(source=str(clip), stream_id=f"s{i}", loop=True, pace="realtime",
-                           stride=1 / 30, quiet=True)
-        pipe = multi.add_stream(config)
-        publish = pipe.slot.publish
 
-        def record(window: Any, probs: Any, feats: Any, ms: float, publish: Any = publish) -> None:
-            latencies.append((time.time() - window.wall_end) * 1000)
-            publish(window, probs, feats, ms)
+    def record(event: Event) -> None:
+        if event.type is EventType.PREDICTION:
+            latencies.append(float(event.fields["latency_ms"]))
 
-        pipe.slot.publish = record
+    config = RunConfig(model=model.spec.name, quiet=True, max_batch=max_batch, max_wait_ms=10.0,
+                       streams=[StreamConfig(id=f"s{i}", source=str(clip), loop=True,
+                                             pace="realtime", stride=1 / 30) for i in range(n)])
+    multi = LivePipeline(config, sinks=[record], backend=backend)
     multi.start()
     time.sleep(warmup_s)
     pipes = [multi.stream(sid) for sid in multi.stream_ids]

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.live.events import read_events
-from streamclf.live.runner import StreamPipeline
+from streamclf.live.pipeline import LivePipeline
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CLIP = HERE.parent / "tests" / "data" / "ta_chi.mp4"
@@ -38,10 +38,10 @@ def soak(clip: Path, seconds: float, warmup_s: float = 20.0, backend: str = "aut
          model: str = "x3d_xs", events: Path | None = None) -> dict[str, Any]:
     """Run the pipeline for ``warmup_s + seconds`` and return the measurements and checks."""
     events = events or Path(tempfile.mkdtemp(prefix="soak-")) / "events.jsonl"
-    config = RunConfig(source=str(clip), stream_id="soak", loop=True, weights="random",
-                       model=model, backend=backend, events=str(events), quiet=True,
-                       device="cpu")
-    pipe = StreamPipeline.from_config(config)
+    config = RunConfig(weights="random", model=model, backend=backend, events=str(events),
+                       quiet=True, device="cpu",
+                       streams=[StreamConfig(id="soak", source=str(clip), loop=True)])
+    pipe = LivePipeline(config)
     pipe.start()
     time.sleep(warmup_s)
     rss0, threads0 = _rss_mb(), threading.active_count()
@@ -51,7 +51,7 @@ def soak(clip: Path, seconds: float, warmup_s: float = 20.0, backend: str = "aut
         time.sleep(min(5.0, seconds / 10))
         samples.append((round(time.monotonic() - t0, 1), round(_rss_mb(), 1),
                         threading.active_count()))
-    result = pipe.stop()
+    result = pipe.stop().streams["soak"]
     log = read_events(events)
     preds = [e for e in log if e["type"] == "prediction"]
     seqs = [e["seq"] for e in log]

@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends.base import InferenceBackend
-from streamclf.live.events import EventLog
-from streamclf.live.runner import StreamPipeline
+from streamclf.errors import DataError, StreamclfError
+from streamclf.live.pipeline import LivePipeline
 from streamclf.media.sources import open_source
 from streamclf.models.loader import LoadedModel
+from streamclf.types import Event, EventType
 
 __all__ = ["bench_fast", "bench_live", "bench_model", "bench_sequential", "make_test_clip"]
 
@@ -51,17 +52,27 @@ def _rss_mb() -> float:
 
 def make_test_clip(src: Path, out: Path, fps: int = 30, height: int | None = None,
                    seconds: float | None = None) -> Path:
-    """Re-encode ``src`` at exactly ``fps`` (optionally upscaled to ``height``) with ffmpeg."""
+    """Re-encode ``src`` at exactly ``fps`` (optionally upscaled to ``height``) with ffmpeg.
+
+    Raises:
+        StreamclfError: ffmpeg is not installed. DataError: ffmpeg cannot re-encode ``src``.
+    """
     if out.is_file():
         return out
     if shutil.which("ffmpeg") is None:
-        raise RuntimeError("ffmpeg is needed to prepare the benchmark clip")
+        raise StreamclfError("ffmpeg is needed to prepare the benchmark clip; install it "
+                             "(e.g. apt-get install ffmpeg)")
     vf = [f"fps={fps}"] + ([f"scale=-2:{height}"] if height else [])
     cmd = ["ffmpeg", "-v", "error", "-y", "-i", str(src), "-an", "-vf", ",".join(vf),
            "-c:v", "libx264", "-preset", "fast", "-pix_fmt", "yuv420p"]
     if seconds:
         cmd += ["-t", str(seconds)]
-    subprocess.run([*cmd, str(out)], check=True, timeout=300)
+    done = subprocess.run([*cmd, str(out)], capture_output=True, text=True, timeout=300,
+                          check=False)
+    if done.returncode != 0:
+        out.unlink(missing_ok=True)
+        reason = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise DataError(f"{src}: ffmpeg cannot re-encode it for the benchmark ({reason})")
     return out
 
 
@@ -85,47 +96,45 @@ def bench_model(backend: InferenceBackend, model: LoadedModel, batch: int = 1,
 
 
 class _Recorder:
-    """Wraps a pipeline's publish callback to collect latency and inference times."""
+    """An event sink collecting each prediction's latency and inference time."""
 
-    def __init__(self, pipe: StreamPipeline) -> None:
+    def __init__(self) -> None:
         self.latency_ms: list[float] = []
         self.inference_ms: list[float] = []
-        self._publish = pipe.slot.publish
-        pipe.slot.publish = self
 
-    def __call__(self, window: Any, probs: np.ndarray, feats: np.ndarray, ms: float) -> None:
-        self.latency_ms.append((time.time() - window.wall_end) * 1000)
-        self.inference_ms.append(ms)
-        self._publish(window, probs, feats, ms)
+    def __call__(self, event: Event) -> None:
+        if event.type is EventType.PREDICTION:
+            self.latency_ms.append(float(event.fields["latency_ms"]))
+            self.inference_ms.append(float(event.fields["inference_ms"]))
 
 
 def _pipeline(model: LoadedModel, backend: InferenceBackend, clip: Path, pace: str,
-              stride: float, loop: bool) -> tuple[StreamPipeline, float]:
-    config = RunConfig(source=str(clip), stream_id="bench", pace=pace, loop=loop, stride=stride,
-                       quiet=True)
+              stride: float, loop: bool, sinks: list[Any]) -> tuple[LivePipeline, float]:
+    """One stream of ``clip`` through the live engine (the CLI's own path)."""
+    config = RunConfig(model=model.spec.name, quiet=True, streams=[StreamConfig(
+        id="bench", source=str(clip), pace=pace, loop=loop, stride=stride)])
     probe = open_source(str(clip))
     fps = probe.info.fps
     probe.close()
-    pipe = StreamPipeline(config, model.spec, backend, lambda: open_source(str(clip)),
-                          EventLog(None), source_fps_hint=fps)
-    return pipe, fps
+    return LivePipeline(config, sinks=sinks, backend=backend), fps
 
 
 def bench_live(model: LoadedModel, backend: InferenceBackend, clip: Path, seconds: float = 30.0,
                stride: float = 1 / 30, warmup_s: float = 3.0) -> dict[str, Any]:
     """The pipeline on ``clip`` replayed as a live camera for ``seconds`` (after warm-up)."""
-    pipe, fps = _pipeline(model, backend, clip, "realtime", stride, loop=True)
-    rec = _Recorder(pipe)
+    rec = _Recorder()
+    pipe, fps = _pipeline(model, backend, clip, "realtime", stride, loop=True, sinks=[rec])
+    runner = pipe.stream("bench")
     rss: list[float] = []
     pipe.start()
     time.sleep(warmup_s)
-    frames0, clips0, lat0 = pipe.capture.frames_read, pipe.slot.windows, len(rec.latency_ms)
+    frames0, clips0, lat0 = runner.capture.frames_read, runner.slot.windows, len(rec.latency_ms)
     cpu0, t0 = time.process_time(), time.monotonic()
     while time.monotonic() - t0 < seconds:
         rss.append(_rss_mb())
         time.sleep(0.5)
     elapsed = time.monotonic() - t0
-    frames, clips = pipe.capture.frames_read - frames0, pipe.slot.windows - clips0
+    frames, clips = runner.capture.frames_read - frames0, runner.slot.windows - clips0
     cpu = time.process_time() - cpu0
     pipe.stop()
     lat = np.asarray(rec.latency_ms[lat0:])
@@ -136,7 +145,7 @@ def bench_live(model: LoadedModel, backend: InferenceBackend, clip: Path, second
         "input_fps": round(frames / elapsed, 2), "clips_per_s": round(clips / elapsed, 3),
         "latency_ms_p50": _pct(lat, 50), "latency_ms_p95": _pct(lat, 95),
         "latency_ms_p99": _pct(lat, 99), "inference_ms_median": _pct(inf, 50),
-        "drops": pipe.ring.drops, "skipped_windows": pipe.scheduler.skipped,
+        "drops": runner.ring.drops, "skipped_windows": runner.scheduler.skipped,
         "cpu_percent": round(100 * cpu / elapsed, 1), "rss_mb_max": round(max(rss), 1),
     }
 
@@ -144,9 +153,9 @@ def bench_live(model: LoadedModel, backend: InferenceBackend, clip: Path, second
 def bench_fast(model: LoadedModel, backend: InferenceBackend, clip: Path,
                stride: float) -> dict[str, Any]:
     """The pipeline over ``clip`` with ``pace=fast``: every due window, as fast as possible."""
-    pipe, _ = _pipeline(model, backend, clip, "fast", stride, loop=False)
+    pipe, _ = _pipeline(model, backend, clip, "fast", stride, loop=False, sinks=[])
     t0 = time.perf_counter()
-    result = pipe.run()
+    result = pipe.run().streams["bench"]
     elapsed = time.perf_counter() - t0
     return {"kind": "fast", "model": model.spec.name, "backend": backend.name, "clip": clip.name,
             "stride_s": stride, "windows": result.windows, "seconds": round(elapsed, 2),

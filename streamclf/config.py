@@ -173,7 +173,7 @@ class RunConfig:
     webhook: str | None = _f(None, "POST every event as JSON to this http(s) URL")
     duration: float | None = _f(None, "stop after this many seconds", positive=True)
     quiet: bool = _f(False, "no status line")
-    streams: tuple[StreamConfig, ...] = field(default=(), metadata={"help": "the streams"})
+    streams: Sequence[StreamConfig] = field(default=(), metadata={"help": "the streams"})
 
     def __post_init__(self) -> None:
         _validate(self)

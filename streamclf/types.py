@@ -177,6 +177,8 @@ class StreamTotals:
     drops: int = 0
     skipped_windows: int = 0
     error: str | None = None
+    latency_ms_p50: float | None = None  # over the latest predictions; in final totals only
+    latency_ms_p95: float | None = None
 
 
 @dataclass(frozen=True)

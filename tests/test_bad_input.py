@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from streamclf.cli import main as cli
+from streamclf.cli.main import main as cli_main
 from streamclf.models import get_spec
 from streamclf.models.network import build_network
 from tests.conftest import LOCAL_DATA, REPO
@@ -168,7 +168,7 @@ def _run(argv: list[str], process: bool, capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("OPENCV_LOG_LEVEL", "ERROR")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    status = cli.main(argv)
+    status = cli_main(argv)
     out, err = capsys.readouterr()
     return status, out, err
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from streamclf.bench import bench_fast, bench_live, bench_model, bench_sequential, markdown_table
+from streamclf.bench import (
+    bench_fast,
+    bench_live,
+    bench_model,
+    bench_sequential,
+    make_test_clip,
+    markdown_table,
+)
 from streamclf.engine.backends import FakeBackend
+from streamclf.errors import DataError, StreamclfError
 from streamclf.models import load_model
 
 
@@ -40,3 +49,16 @@ def test_bench_live_reports_latency_of_a_slow_model(x3d, tai_chi_clip: Path) -> 
     assert row["clips_per_s"] == pytest.approx(5.0, abs=1.0)  # flat out at 0.2 s per clip
     assert 200 <= row["latency_ms_p50"] <= 200 + 150
     assert row["inference_ms_median"] == pytest.approx(200, abs=30)
+
+
+def test_make_test_clip_errors_are_streamclf_errors(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    if shutil.which("ffmpeg") is not None:
+        with pytest.raises(DataError, match=f"^{bad}: ffmpeg cannot re-encode it"):
+            make_test_clip(bad, tmp_path / "out.mp4")
+        assert not (tmp_path / "out.mp4").exists()
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(StreamclfError, match="ffmpeg is needed"):
+        make_test_clip(bad, tmp_path / "out.mp4")

@@ -336,9 +336,9 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str
 
 
 def test_import_is_light() -> None:
-    code = ("import sys, streamclf.offline.evaluate, streamclf.offline.datasets, streamclf.progress, "
-            "streamclf.cli.evaluate; print(sorted({'torch', 'cv2', 'onnxruntime', 'openvino'} "
-            "& set(sys.modules)))")
+    code = ("import sys, streamclf.offline.evaluate, streamclf.offline.datasets, "
+            "streamclf.progress, streamclf.cli.evaluate; "
+            "print(sorted({'torch', 'cv2', 'onnxruntime', 'openvino'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "[]"

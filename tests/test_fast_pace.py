@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -161,11 +161,11 @@ class Run:
     """One ``pace: fast`` stream: capture -> LOSSLESS ring -> worker (fake model)."""
 
     def __init__(self, factory: Callable[[], FrameSource], capacity: int,
-                 delay_s: float = 0.0) -> None:
+                 backend: FakeBackend | None = None) -> None:
         self.ring = FrameRing(capacity, (H, W, 3), policy=BufferPolicy.LOSSLESS, stream="f")
         self.sched = WindowScheduler(DURATION, STRIDE, BufferPolicy.LOSSLESS, frame_interval=FI)
         self.windows: list[Window] = []
-        self.worker = InferenceWorker(FakeBackend(delay_s=delay_s), idle_wait_s=0.05)
+        self.worker = InferenceWorker(backend or FakeBackend(), idle_wait_s=0.05)
         self.worker.add_stream(StreamSlot("f", self.ring, self.sched, 4,
                                           publish=lambda w, p, f, ms: self.windows.append(w)))
         self.capture = CaptureThread(factory, on_frame=self._on_frame, stream_id="f",
@@ -222,10 +222,28 @@ def test_fast_pace_file_gives_every_window_on_every_run(capacity: int) -> None:
     assert counts == [len(want)] * RUNS
 
 
+class GatedBackend(FakeBackend):
+    """A model that holds its first window until ``gate()`` is true (or 10 s passed)."""
+
+    def __init__(self, gate: Callable[[], bool]) -> None:
+        super().__init__(delay_s=0.002)
+        self._gate = gate
+
+    def infer(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        deadline = time.monotonic() + 10.0
+        while not self._gate() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return super().infer(clips)
+
+
 def test_fast_pace_slow_model_and_tight_ring_stay_lossless() -> None:
-    """A model slower than the file with a ring barely larger than a window: the capture
-    waits (refusals), and still no window is lost."""
-    run = Run(synthetic(N_FRAMES), int((DURATION + STRIDE) * FPS) + 2, delay_s=0.01)
+    """A model slower than the file with a ring barely larger than a window: the capture is
+    refused and waits (the model holds its first window until it does), and still no window
+    is lost."""
+    runs: list[Run] = []
+    backend = GatedBackend(lambda: runs[0].capture.refusals > 0)
+    runs.append(Run(synthetic(N_FRAMES), int((DURATION + STRIDE) * FPS) + 2, backend))
+    run = runs[0]
     run.run()
     assert run.capture.refusals > 0
     assert [w.due_ts for w in run.windows] == pytest.approx(expected_dues(N_FRAMES))

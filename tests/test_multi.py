@@ -14,25 +14,27 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pytest
 
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends import FakeBackend
 from streamclf.live.control import StreamController
-from streamclf.live.events import EventLog, read_events
-from streamclf.live.pipeline import MultiStreamPipeline
+from streamclf.live.events import read_events
+from streamclf.live.pipeline import FrameSinks, LivePipeline
+from streamclf.live.sinks import Sink
 from streamclf.media.sources import open_source
-from streamclf.models import get_spec
 from streamclf.web import WebHub, WebServer
+from streamclf.web.link import HubSink, mjpeg_frame_sinks
 from tests.conftest import REPO
 
 LABELS = ("walking", "running", "waving")
 
 
-def open_parts(config: RunConfig) -> tuple[Any, list[Any], float, Any]:
+def open_parts(config: StreamConfig) -> tuple[Any, list[Any], float, Callable[[], None]]:
     """open_stream_parts for synthetic sources, without sinks: opens at once (a bad spec
     fails the add), the capture thread's first open takes that source."""
     first = [open_source(config.source, live=True)]
@@ -40,20 +42,26 @@ def open_parts(config: RunConfig) -> tuple[Any, list[Any], float, Any]:
     def factory() -> Any:
         return first.pop() if first else open_source(config.source, live=True)
 
-    return factory, [], 30.0, lambda: [s.close() for s in first]
+    def close() -> None:
+        for source in first:
+            source.close()
+
+    return factory, [], 30.0, close
 
 
 def build(tmp_path: Path, ids: list[str], delay_s: float, max_batch: int = 4,
-          max_wait_ms: float = 10.0) -> tuple[MultiStreamPipeline, FakeBackend]:
+          max_wait_ms: float = 10.0, *, status_out: TextIO | None = None,
+          sinks: Sequence[Sink] = (), frame_sinks: FrameSinks | None = None,
+          ) -> tuple[LivePipeline, FakeBackend, RunConfig]:
     backend = FakeBackend(labels=LABELS, script=[[0.6, 0.3, 0.1]], delay_s=delay_s)
-    events = EventLog(tmp_path / "ev.jsonl")
-    multi = MultiStreamPipeline(get_spec("x3d_xs"), backend, events, max_batch, max_wait_ms,
-                                open_stream=open_parts)
-    multi.shared = RunConfig(source="synthetic", quiet=True, stride=0.1)
-    for sid in ids:
-        multi.add_stream(RunConfig(source="synthetic:320x240@30", stream_id=sid, quiet=True,
-                                   stride=0.1))
-    return multi, backend
+    config = RunConfig(
+        model="x3d_xs", events=str(tmp_path / "ev.jsonl"), quiet=True, max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        streams=tuple(StreamConfig(id=sid, source="synthetic:320x240@30", stride=0.1)
+                      for sid in ids))
+    multi = LivePipeline(config, backend=backend, open_stream=open_parts, status_out=status_out,
+                         sinks=sinks, frame_sinks=frame_sinks)
+    return multi, backend, config
 
 
 def check_log(path: Path, ids: set[str]) -> list[dict[str, Any]]:
@@ -73,8 +81,8 @@ def test_saturated_streams_share_batches_fairly(tmp_path: Path) -> None:
     """Four live streams wanting 10 clips/s each, a model that takes 80 ms per call: the
     worker batches across streams and every stream gets its share."""
     ids = ["a", "b", "c", "d"]
-    multi, backend = build(tmp_path, ids, delay_s=0.08)
-    multi.status_out = io.StringIO()
+    status_out = io.StringIO()
+    multi, backend, _ = build(tmp_path, ids, delay_s=0.08, status_out=status_out)
     result = multi.run(duration_s=4.0)
     assert result.error is None
     events = check_log(tmp_path / "ev.jsonl", set(ids))
@@ -82,7 +90,7 @@ def test_saturated_streams_share_batches_fairly(tmp_path: Path) -> None:
     preds = [e for e in events if e["type"] == "prediction"]
     assert all(e["input_fps"] > 0 and e["drops"] >= 0 and e["latency_ms"] > 0 for e in preds
                if e["seq"] > 20)
-    status = multi.status_out.getvalue().splitlines()
+    status = status_out.getvalue().splitlines()
     for sid in ids:
         line = next(ln for ln in reversed(status) if ln.startswith(f"[{sid}] in "))
         assert re.search(r"in +\d+\.\d fps \| +\d+\.\d clips/s \| latency \d+ ms \| drops \d+",
@@ -96,7 +104,7 @@ def test_saturated_streams_share_batches_fairly(tmp_path: Path) -> None:
 
 
 def test_one_at_a_time_when_max_batch_is_1(tmp_path: Path) -> None:
-    multi, backend = build(tmp_path, ["a", "b"], delay_s=0.02, max_batch=1)
+    multi, backend, _ = build(tmp_path, ["a", "b"], delay_s=0.02, max_batch=1)
     multi.run(duration_s=3.0)
     assert backend.calls == backend.clips > 0
     check_log(tmp_path / "ev.jsonl", {"a", "b"})
@@ -114,13 +122,13 @@ def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, d
 
 
 def test_add_and_remove_streams_over_http(tmp_path: Path) -> None:
-    multi, _ = build(tmp_path, ["a", "b"], delay_s=0.01)
     hub = WebHub()
     server = WebServer(hub, "127.0.0.1", 0)
+    # wired as run_streams wires the web view: hub sink, MJPEG frame sinks, a controller
+    multi, _, config = build(tmp_path, ["a", "b"], delay_s=0.01, sinks=[HubSink(hub)],
+                             frame_sinks=mjpeg_frame_sinks(hub))
     controller = StreamController(multi, None, {}, server)
-    multi.on_add = controller.attach
-    for sid in multi.stream_ids:
-        controller.attach(multi.stream(sid))
+    controller.track(config)
     server.controller = controller
     server.start()
     runner = threading.Thread(target=multi.run, kwargs={"duration_s": 6.0}, daemon=True)

@@ -31,6 +31,7 @@ from streamclf.engine.backends.export import (
     onnx_cache_dir,
 )
 from streamclf.engine.backends.onnx_backend import OnnxBackend, default_providers
+from streamclf.engine.backends.onnx_meta import read_onnx_metadata
 from streamclf.engine.backends.torch_backend import TorchBackend
 from streamclf.errors import ConfigError, ModelError
 from streamclf.media.preprocess import ClipTransform
@@ -175,7 +176,8 @@ def _ort_run(path: Path, feed: dict[str, np.ndarray]) -> list[Any]:
 def run_cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
     """``streamclf ARGS`` in a fresh process (the CLI configures logging globally);
     ``code`` runs first, before the CLI's main, in the same process."""
-    call = f"import sys\n{code or ''}\nfrom streamclf.cli.main import main\nsys.exit(main(sys.argv[1:]))"
+    call = (f"import sys\n{code or ''}\nfrom streamclf.cli.main import main\n"
+            "sys.exit(main(sys.argv[1:]))")
     return subprocess.run([sys.executable, "-c", call, *args], capture_output=True, text=True,
                           timeout=300, cwd=REPO, check=False)
 
@@ -203,7 +205,13 @@ def test_cli_export_writes_documented_graph(tmp_path: Path) -> None:
     assert inputs == [("video", "float32", ("batch", 3, 4, 182, 182))]
     assert outputs == [("scores", "float32", ("batch", 3)),
                        ("features", "float32", ("batch", 2048))]
-    assert [p.name for p in out.parent.iterdir()] == ["model.onnx"]  # no temporary files
+    # No temporary files; the class names beside the graph, one per line.
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx",
+                                                            "model.onnx.labels.txt"]
+    assert (out.parent / "model.onnx.labels.txt").read_text(encoding="utf-8") == "a\nb\nc\n"
+    meta = read_onnx_metadata(out)
+    assert (meta["model"], meta["weights"], meta["num_classes"]) == ("x3d_xs", str(weights), "3")
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.parent.iterdir())
     video = np.random.default_rng(0).standard_normal((2, 3, 4, 182, 182), dtype=np.float32)
     scores, feats = _ort_run(out, {"video": video})
     assert scores.shape == (2, 3) and feats.shape == (2, 2048)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 
@@ -21,8 +22,13 @@ HEAVY = ("torch", "cv2", "onnxruntime", "onnx", "openvino", "nncf", "pytorchvide
         "streamclf.media.sources, streamclf.media.capture",
         "streamclf.live.overlay, streamclf.live.events, streamclf.live.smoothing",
         "streamclf.engine.runtime, streamclf._net, streamclf.live.parts",
-        "streamclf.web, streamclf.web.attach, streamclf.cli.serve, streamclf.web.uploads",
-        "streamclf.engine.backends, streamclf.engine.backends.torch_backend, streamclf.engine.backends.export, "
+        "streamclf.config, streamclf.cli.flags, streamclf.engine.load",
+        "streamclf.live.sinks, streamclf.live.status, streamclf.live.runner",
+        "streamclf.live.pipeline, streamclf.live.control, streamclf.sinks.webhook",
+        "streamclf.web, streamclf.web.link, streamclf.cli.serve, streamclf.web.uploads",
+        "streamclf.cluster.stream_worker, streamclf.cluster.runner, streamclf.cli.cluster",
+        "streamclf.engine.backends, streamclf.engine.backends.torch_backend, "
+        "streamclf.engine.backends.export",
         "streamclf.engine.backends.onnx_backend, streamclf.engine.backends.openvino_backend",
     ],
 )
@@ -32,6 +38,13 @@ def test_import_is_light(modules: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["streamclf.streams_config", "streamclf.web.attach",
+                                    "streamclf.cluster.webhook"])
+def test_removed_modules_are_gone(module: str) -> None:
+    """Replaced by streamclf.config, streamclf.web.link and streamclf.sinks.webhook."""
+    assert importlib.util.find_spec(module) is None
 
 
 def test_public_names_import() -> None:

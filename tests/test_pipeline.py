@@ -9,28 +9,86 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends import FakeBackend
-from streamclf.live.events import EventLog, read_events
-from streamclf.live.runner import StreamPipeline
-from streamclf.media.sources import SyntheticSource, open_source
-from streamclf.models import get_spec
+from streamclf.live.events import read_events
+from streamclf.live.pipeline import LivePipeline
+from streamclf.live.runner import StreamRunner
+from streamclf.media.sources import FrameSource, SyntheticSource, open_source
+from streamclf.types import StreamTotals
 from tests.conftest import REPO
 
 LABELS = ("walking", "running", "waving")
 CORE = {"type", "stream", "ts", "seq"}
 
 
-def build(tmp_path: Path, source_factory, backend: FakeBackend, **cfg: object) -> StreamPipeline:
-    config = RunConfig(source="test", stream_id="s1", events=str(tmp_path / "ev.jsonl"),
-                       quiet=True, **cfg)  # type: ignore[arg-type]
-    return StreamPipeline(config, get_spec("x3d_xs"), backend, source_factory,
-                          EventLog(config.events))
+def build(tmp_path: Path, source_factory: Callable[[], FrameSource], backend: FakeBackend,
+          **cfg: Any) -> tuple[LivePipeline, StreamRunner]:
+    """A one-stream run ("s1", model x3d_xs) on ``backend``, its events in ``ev.jsonl``;
+    returns the pipeline and the stream's runner (kept: an ended stream leaves the
+    pipeline)."""
+    config = RunConfig(model="x3d_xs", events=str(tmp_path / "ev.jsonl"), quiet=True,
+                       streams=(StreamConfig(id="s1", source="test", **cfg),))
+
+    def open_parts(_: StreamConfig) -> tuple[Any, list[Any], float, Callable[[], None]]:
+        return source_factory, [], 30.0, lambda: None
+
+    pipe = LivePipeline(config, backend=backend, open_stream=open_parts)
+    return pipe, pipe.stream("s1")
+
+
+def totals(pipe: LivePipeline, duration_s: float | None = None) -> StreamTotals:
+    """Run ``pipe`` (to the end of its stream, or ``duration_s``); the stream's totals."""
+    return pipe.run(duration_s=duration_s).streams["s1"]
+
+
+class StampedSource:
+    """A real source whose frame ``n`` (the ``n``-th read) keeps its media timestamp, appended
+    to ``stamps``, but is filled with the colour ``(n // 256, n % 256, 0)``: uniform, so it
+    survives the ring's resize and crop, and :meth:`index` reads ``n`` back from any pixel."""
+
+    def __init__(self, source: FrameSource, stamps: list[float]) -> None:
+        self.info = source.info
+        self._source, self._stamps = source, stamps
+
+    def read(self, timeout_s: float) -> tuple[np.ndarray, float] | None:
+        got = self._source.read(timeout_s)
+        if got is None:
+            return None
+        image, ts = got
+        n = len(self._stamps)
+        self._stamps.append(ts)
+        stamped = np.empty_like(image)
+        stamped[...] = (n // 256, n % 256, 0)
+        return stamped, ts
+
+    def close(self) -> None:
+        self._source.close()
+
+    @staticmethod
+    def index(frame: np.ndarray) -> int:
+        colour = frame.reshape(-1, 3)
+        assert (colour == colour[0]).all()
+        return int(colour[0, 0]) * 256 + int(colour[0, 1])
+
+
+class ClipRecorder(FakeBackend):
+    """A FakeBackend that keeps a copy of every clip it is given (``(T, H, W, 3)`` uint8)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[np.ndarray] = []
+
+    def infer(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        self.seen.extend(np.array(c) for c in clips)
+        return super().infer(clips)
 
 
 def check_contract(events: list[dict]) -> None:
@@ -49,8 +107,8 @@ def check_contract(events: list[dict]) -> None:
 
 def test_file_fast_pace_classifies_every_due_window(tmp_path: Path, tai_chi_clip: Path) -> None:
     backend = FakeBackend(labels=LABELS, script=[[0.1, 0.8, 0.1]])
-    pipe = build(tmp_path, lambda: open_source(str(tai_chi_clip)), backend, pace="fast")
-    result = pipe.run()
+    pipe, _ = build(tmp_path, lambda: open_source(str(tai_chi_clip)), backend, pace="fast")
+    result = totals(pipe)
     events = read_events(tmp_path / "ev.jsonl")
     check_contract(events)
     preds = [e for e in events if e["type"] == "prediction"]
@@ -71,10 +129,10 @@ def test_inference_error_is_an_event_and_the_stream_goes_on(tmp_path: Path,
     window, and every other window is still classified."""
     oom = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     backend = FakeBackend(labels=LABELS, script=[[0.1, 0.8, 0.1]], fail_on={3: oom})
-    pipe = build(tmp_path, lambda: open_source(str(tai_chi_clip)), backend, pace="fast",
-                 backoff_jitter=0.35)
-    assert pipe.capture._backoff == (1.0, 30.0, 0.35)  # the config's jitter reaches capture
-    result = pipe.run()
+    pipe, runner = build(tmp_path, lambda: open_source(str(tai_chi_clip)), backend,
+                         pace="fast", backoff_jitter=0.35)
+    assert runner.capture._backoff == (1.0, 30.0, 0.35)  # the config's jitter reaches capture
+    result = totals(pipe)
     events = read_events(tmp_path / "ev.jsonl")
     check_contract(events)
     errors = [e for e in events if e["type"] == "error"]
@@ -89,10 +147,10 @@ def test_inference_error_is_an_event_and_the_stream_goes_on(tmp_path: Path,
 def test_slow_model_keeps_latency_and_memory_bounded(tmp_path: Path) -> None:
     """A 1 s/clip model on a live 30 fps source: fewer, fresher windows, drops counted."""
     backend = FakeBackend(labels=LABELS, delay_s=1.0)
-    pipe = build(tmp_path, lambda: SyntheticSource(320, 240, 30.0, live=True), backend,
-                 stride=0.2)
+    pipe, runner = build(tmp_path, lambda: SyntheticSource(320, 240, 30.0, live=True), backend,
+                         stride=0.2)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = pipe.run(duration_s=7.0)
+    result = totals(pipe, duration_s=7.0)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     events = read_events(tmp_path / "ev.jsonl")
     check_contract(events)
@@ -100,7 +158,7 @@ def test_slow_model_keeps_latency_and_memory_bounded(tmp_path: Path) -> None:
     assert 4 <= len(preds) <= 7
     assert result.skipped_windows > 10  # 0.2 s stride, 1 s per clip
     assert 190 <= result.frames <= 215  # capture never waited for inference
-    assert len(pipe.ring) <= pipe.ring.capacity
+    assert len(runner.ring) <= runner.ring.capacity
     # each label is about one inference time old, never a growing queue
     assert max(p["latency_ms"] for p in preds) < 1000 + 400
     assert grown_mb < 100
@@ -108,7 +166,7 @@ def test_slow_model_keeps_latency_and_memory_bounded(tmp_path: Path) -> None:
 
 def test_stop_is_prompt_even_mid_inference(tmp_path: Path) -> None:
     backend = FakeBackend(labels=LABELS, delay_s=0.6)
-    pipe = build(tmp_path, lambda: SyntheticSource(320, 240, 30.0, live=True), backend)
+    pipe, _ = build(tmp_path, lambda: SyntheticSource(320, 240, 30.0, live=True), backend)
     pipe.start()
     time.sleep(2.5)
     t0 = time.monotonic()
@@ -215,18 +273,20 @@ def test_window_span_is_time_based_on_real_clips(tmp_path: Path, tai_chi_clip: P
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tai_chi_clip), "-t", "5", "-r",
                     str(fps), "-c:v", "libx264", "-preset", "ultrafast", str(clip)],
                    check=True, timeout=120)
-    backend = FakeBackend(labels=LABELS)
-    pipe = build(tmp_path, lambda: open_source(str(clip)), backend, pace="fast")
-    spans: list[float] = []
-    publish = pipe.slot.publish
-
-    def record(window, probs, feats, ms):  # type: ignore[no-untyped-def]
-        spans.append(window.ts[-1] - window.ts[0])
-        assert len(window.frames) == 4  # x3d_xs takes 4 frames whatever the fps
-        publish(window, probs, feats, ms)
-
-    pipe.slot.publish = record
+    # The pipeline hands the model each window's frames only; the source below stamps each
+    # frame's read index into its pixels, so the frames of a clip name their timestamps.
+    stamps: list[float] = []
+    backend = ClipRecorder(labels=LABELS)
+    pipe, _ = build(tmp_path, lambda: StampedSource(open_source(str(clip)), stamps), backend,
+                    pace="fast")
     pipe.run()
+    # increasing, so capture took them as they are for the frames' ts (pace: fast)
+    assert len(stamps) > 1 and np.all(np.diff(stamps) > 0)
+    spans: list[float] = []
+    for frames in backend.seen:
+        assert len(frames) == 4  # x3d_xs takes 4 frames whatever the fps
+        ts = [stamps[StampedSource.index(f)] for f in frames]
+        spans.append(ts[-1] - ts[0])
     assert len(spans) >= 4
     # The frames of a 1.6 s window cover 1.6 s (first to last frame plus one frame
     # interval) to within one frame interval, at either frame rate.

@@ -14,18 +14,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamclf.config import RunConfig
+from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends import FakeBackend
 from streamclf.errors import ConfigError, DataError
 from streamclf.live.events import EventLog, make_event, read_events
-from streamclf.live.runner import StreamPipeline
+from streamclf.live.parts import StreamParts
+from streamclf.live.pipeline import LivePipeline
 from streamclf.media.sources import SyntheticSource
-from streamclf.models import get_spec
 from streamclf.web import WebHub, WebServer, parse_bind
-from streamclf.web.attach import attach_pipeline
+from streamclf.web.link import HubSink, mjpeg_frame_sinks
 from streamclf.web.uploads import ClassifyService, parse_upload
 
 SECRET = "S3cretPW"
+#: The keys of one stream's health in ``/api/status`` (``StreamHealth.as_dict()``).
+HEALTH_KEYS = {"stream", "source", "model", "backend", "source_state", "input_fps",
+               "inference_fps", "clips_per_s", "latency_ms", "frames", "windows", "drops",
+               "skipped_windows", "reconnects", "stable_label", "labels", "scores"}
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -329,15 +333,17 @@ def test_pipeline_attached_to_the_web_view(tmp_path: Path) -> None:
     """A live synthetic stream through a real pipeline: health, events and overlay frames
     reach the HTTP endpoints, and the source's password never does."""
     source = f"rtsp://admin:{SECRET}@127.0.0.1:8554/cam"
-    config = RunConfig(source=source, stream_id="door", events=str(tmp_path / "ev.jsonl"),
-                       quiet=True, stride=0.2)
+    config = RunConfig(events=str(tmp_path / "ev.jsonl"), quiet=True,
+                       streams=[StreamConfig(id="door", source=source, stride=0.2)])
     backend = FakeBackend(labels=("walking", "running", "waving"),
                           script=[[0.7, 0.2, 0.1]])
-    pipeline = StreamPipeline(config, get_spec("x3d_xs"), backend,
-                              lambda: SyntheticSource(320, 240, 30.0, live=True),
-                              EventLog(config.events))
+
+    def open_stream(stream: StreamConfig) -> StreamParts:
+        return lambda: SyntheticSource(320, 240, 30.0, live=True), [], 30.0, lambda: None
+
     hub = WebHub()
-    attach_pipeline(hub, pipeline)
+    pipeline = LivePipeline(config, sinks=[HubSink(hub)], frame_sinks=mjpeg_frame_sinks(hub),
+                            backend=backend, open_stream=open_stream)
     server = WebServer(hub, "127.0.0.1", 0).start()
     runner = threading.Thread(target=pipeline.run, kwargs={"duration_s": 4.0}, daemon=True)
     runner.start()
@@ -352,6 +358,9 @@ def test_pipeline_attached_to_the_web_view(tmp_path: Path) -> None:
         assert image.shape == (240, 320, 3)
         body = request(server, "/api/status")[2]
         health = json.loads(body)["streams"]["door"]
+        assert set(health) == HEALTH_KEYS
+        assert (health["stream"], health["model"], health["backend"]) == ("door", "x3d_xs",
+                                                                          "fake")
         assert health["source_state"] == "live" and health["labels"][0] == "walking"
         assert health["input_fps"] > 20 and health["windows"] >= 1
         assert 0 < health["latency_ms"] < 2000 and health["drops"] >= 0

@@ -21,7 +21,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from streamclf.cli import main as cli
+from streamclf.cli.main import main as cli_main
 from streamclf.errors import ConfigError, WeightsError
 from streamclf.models import MODEL_ZOO, get_spec, load_classmap, load_model
 from streamclf.models.network import build_network, resolve_device
@@ -311,7 +311,7 @@ def test_cli_offline_is_one_line_without_traceback(
     monkeypatch.setenv("OPENCV_LOG_LEVEL", "ERROR")
     _point_zoo_at(monkeypatch, f"http://127.0.0.1:{_closed_port()}/{FILE_NAME}")
 
-    status = cli.main(["classify", str(tai_chi_clip), "--model", MODEL])
+    status = cli_main(["classify", str(tai_chi_clip), "--model", MODEL])
 
     out, err = capsys.readouterr()
     assert status == 1

@@ -83,6 +83,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
     for option in ("report", "markdown", "predictions"):
         target = getattr(args, option)
+        if target and Path(target).is_dir():
+            raise ConfigError(f"--{option} {target} is a folder; give a file name")
         if target and not Path(target).parent.is_dir():
             raise ConfigError(f"--{option} {target}: folder {Path(target).parent} does not exist")
 

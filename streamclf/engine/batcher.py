@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamclf.engine.backends.base import InferenceBackend
+from streamclf.errors import ConfigError
 from streamclf.media.ring import FrameRing
 from streamclf.media.scheduler import WindowScheduler
 from streamclf.types import Window
@@ -64,6 +65,9 @@ class InferenceWorker:
         max_wait_ms: with fewer due windows than ``min(max_batch, streams)``, how long to
             wait for more before running what is there. 0: never wait.
 
+    Raises:
+        ConfigError: ``max_batch`` < 1 or ``max_wait_ms`` < 0.
+
     Thread-safety: ``add_stream``, ``remove_stream``, ``notify``, ``stop`` and the counters
     may be used from any thread.
     """
@@ -76,8 +80,10 @@ class InferenceWorker:
         max_batch: int = 1,
         max_wait_ms: float = 0.0,
     ) -> None:
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        if not max_wait_ms >= 0:  # also rejects NaN
+            raise ConfigError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.backend = backend
         self.max_batch = int(max_batch)
         self.max_wait_s = float(max_wait_ms) / 1000.0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamclf.config import RunConfig, StreamConfig, load_config, stream_keys
 from streamclf.errors import ConfigError, StreamclfError
-from streamclf.live.pipeline import LivePipeline
+from streamclf.live.pipeline import LivePipeline, RunResult
 
 if TYPE_CHECKING:
     from streamclf.web.server import WebServer
@@ -125,6 +125,19 @@ def _stream_from(item: dict[str, Any]) -> StreamConfig:
     return StreamConfig(**item)
 
 
+def _summary(result: RunResult, config: RunConfig) -> str:
+    """One line: streams, windows, drops, latency p50/p95 (the worst stream's), paths."""
+    totals = list(result.streams.values())
+    failed = sum(1 for t in totals if t.error)
+    p50 = [t.latency_ms_p50 for t in totals if t.latency_ms_p50 is not None]
+    p95 = [t.latency_ms_p95 for t in totals if t.latency_ms_p95 is not None]
+    latency = f", latency p50 {max(p50):.0f} ms p95 {max(p95):.0f} ms" if p50 and p95 else ""
+    paths = [p for p in [config.events, *(s.output for s in config.streams)] if p]
+    wrote = f"; wrote {', '.join(paths)}" if paths else ""
+    return (f"{len(totals)} stream(s), {failed} failed, {sum(t.windows for t in totals)} "
+            f"windows, {sum(t.drops for t in totals)} drops{latency}{wrote}")
+
+
 def run_streams(config: RunConfig, config_path: str | None, overrides: dict[str, Any],
                 web: WebServer | None = None) -> int:
     """Run every stream until all end, ``duration`` passes, or SIGINT/SIGTERM; print one
@@ -184,13 +197,6 @@ def run_streams(config: RunConfig, config_path: str | None, overrides: dict[str,
     for sid, totals in result.streams.items():
         if totals.error:
             print(f"streamclf: error: {sid}: {totals.error}", file=sys.stderr, flush=True)
-    frames = sum(t.frames for t in result.streams.values())
-    windows = sum(t.windows for t in result.streams.values())
-    drops = sum(t.drops for t in result.streams.values())
-    failed = sum(1 for t in result.streams.values() if t.error)
-    where = f"; events in {shared.events}" if shared.events else ""
-    if not shared.quiet:
-        print(f"streamclf: done: {len(result.streams)} stream(s), {failed} failed, "
-              f"{frames} frames, {windows} windows, {drops} drops{where}", file=sys.stderr,
-              flush=True)
+    if not config.quiet:
+        print(f"streamclf: done: {_summary(result, config)}", file=sys.stderr, flush=True)
     return result.exit_code

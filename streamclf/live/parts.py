@@ -12,7 +12,10 @@ from streamclf.config import StreamConfig
 from streamclf.errors import SourceError
 from streamclf.media.sources import FrameSource, mask_credentials
 
-__all__ = ["OpenStream", "StreamParts", "open_stream_parts"]
+__all__ = ["LIVE_KINDS", "OpenStream", "StreamParts", "open_stream_parts"]
+
+#: Source kinds that are cameras: reconnected when lost, and when down at start.
+LIVE_KINDS = frozenset({"rtsp", "http", "webcam"})
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,9 @@ def open_stream_parts(config: StreamConfig) -> StreamParts:
         started.
 
     Raises:
-        SourceError: the source cannot be opened, or ``output`` needs a frame size it
-            does not declare. DataError: the output video cannot be created.
+        SourceError: the source cannot be opened (a live camera without ``output`` is left
+            to reconnect instead), or ``output`` needs a frame size it does not declare.
+        DataError: the output video cannot be created.
     """
     from streamclf.live.overlay import VideoFileSink, WindowSink
     from streamclf.media.sources import open_source, parse_spec
@@ -46,8 +50,16 @@ def open_stream_parts(config: StreamConfig) -> StreamParts:
             "read_timeout_ms": config.read_timeout_ms,
         }
     )
-    first = [open_source(config.source, **options)]
-    info = first[0].info
+    first: list[FrameSource] = []
+    try:
+        first.append(open_source(config.source, **options))
+    except SourceError as exc:
+        # A live camera that is down at start is reconnected like a lost one (the capture
+        # thread retries; the other streams go on). A file or a bad spec fails now.
+        if kind not in LIVE_KINDS or config.output:
+            raise
+        log.warning("stream %s: %s; reconnecting", config.id, exc)
+    info = first[0].info if first else None
     opened: list[Any] = list(first)
 
     def factory() -> FrameSource:
@@ -57,6 +69,8 @@ def open_stream_parts(config: StreamConfig) -> StreamParts:
         for item in opened:
             item.close()
 
+    if info is None:
+        return factory, [], 0.0, close
     try:
         sinks: list[Any] = []
         if config.output:

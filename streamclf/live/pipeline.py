@@ -164,19 +164,23 @@ class LivePipeline:
             if config.stream_id in self._runners:
                 raise ConfigError(f"stream {config.stream_id!r} is already running")
             factory, outputs, fps, close = self._open_stream(config)
-            sinks: list[FrameSink] = list(outputs)
-            runner_box: list[StreamRunner] = []
-            if self._frame_sinks is not None:
-                sinks.extend(self._frame_sinks(config.stream_id,
-                                               lambda: runner_box[0].health()))
-            renderer = None
-            if sinks:
-                renderer = OverlayRenderer(
-                    sinks, on_error=lambda m: runner_box[0].on_output_error(m))
-            runner = StreamRunner(config, self.spec, self.backend.labels, self.bus,
-                                  self.worker, factory, renderer=renderer,
-                                  source_fps_hint=fps, backend_name=self.backend.name,
-                                  close_parts=close)
+            try:
+                sinks: list[FrameSink] = list(outputs)
+                runner_box: list[StreamRunner] = []
+                if self._frame_sinks is not None:
+                    sinks.extend(self._frame_sinks(config.stream_id,
+                                                   lambda: runner_box[0].health()))
+                renderer = None
+                if sinks:
+                    renderer = OverlayRenderer(
+                        sinks, on_error=lambda m: runner_box[0].on_output_error(m))
+                runner = StreamRunner(config, self.spec, self.backend.labels, self.bus,
+                                      self.worker, factory, renderer=renderer,
+                                      source_fps_hint=fps, backend_name=self.backend.name,
+                                      close_parts=close)
+            except BaseException:
+                close()
+                raise
             runner_box.append(runner)
             self._runners[config.stream_id] = runner
             self._results.pop(config.stream_id, None)

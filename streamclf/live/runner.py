@@ -11,6 +11,7 @@ bus every sink hangs on. Single-stream, multi-stream and cluster runs all go thr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -25,13 +26,14 @@ from streamclf.config import StreamConfig
 from streamclf.engine.batcher import InferenceWorker, StreamSlot
 from streamclf.live.events import make_event, prediction_event
 from streamclf.live.overlay import OverlayRenderer, OverlayStatus
+from streamclf.live.parts import LIVE_KINDS
 from streamclf.live.sinks import EventBus
 from streamclf.live.smoothing import Smoother, top_k
 from streamclf.media.capture import CaptureThread
 from streamclf.media.preprocess import resize_and_crop
 from streamclf.media.ring import FrameRing
 from streamclf.media.scheduler import WindowScheduler
-from streamclf.media.sources import FrameSource, mask_credentials
+from streamclf.media.sources import FrameSource, mask_credentials, parse_spec
 from streamclf.models.registry import ModelSpec
 from streamclf.types import (
     BufferPolicy,
@@ -91,6 +93,7 @@ class StreamRunner:
         self.backend_name = backend_name
         self._extra = extra_fields
         self._close_parts = close_parts or (lambda: None)
+        self._live = parse_spec(config.source)[0] in LIVE_KINDS
         policy = BufferPolicy.LOSSLESS if config.pace == "fast" else BufferPolicy.LATEST
         duration = spec.clip_duration_s
         stride = config.stride or duration / 2.0
@@ -114,7 +117,9 @@ class StreamRunner:
             read_timeout_s=config.read_timeout_ms / 1000.0, max_reconnects=config.max_reconnects,
             backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s,
             backoff_jitter=config.backoff_jitter,
+            retry_first_open=self._live,
         )
+        self._pending_error: dict[str, Any] | None = None  # a file's failure, see finished()
         self.source_state = "opening"
         self._status = OverlayStatus(stream=self.stream)
         self._last_pred: Prediction | None = None
@@ -158,7 +163,17 @@ class StreamRunner:
             # and the smoother (ending a stable label) when it sees it.
             self.ring.reset()
         self.source_state = _STATE.get(EventType(kind), self.source_state)
+        if kind == "error" and not self._live:
+            # A file that fails part-way (truncated, corrupt): its frames read before the
+            # failure are still classified; the error comes after those windows.
+            self._pending_error = fields
+            return
         self.emit(kind, **fields)
+
+    def _flush_pending_error(self) -> None:
+        pending, self._pending_error = self._pending_error, None
+        if pending is not None:
+            self.emit(EventType.ERROR, **pending)
 
     # -- worker thread ---------------------------------------------------------------------
     def _on_reset(self) -> None:
@@ -236,6 +251,7 @@ class StreamRunner:
         if self.renderer is not None:
             self.renderer.stop(max(0.1, timeout_s - (time.monotonic() - t0)))
         with self._lock:
+            self._flush_pending_error()
             self._on_reset()  # an open label gets its label_end before `stopped`
             self._stopped = True
             totals = self.totals()
@@ -246,8 +262,11 @@ class StreamRunner:
             }
             if self._latencies:
                 lat = np.asarray(self._latencies)
-                fields["latency_ms_p50"] = round(float(np.percentile(lat, 50)), 1)
-                fields["latency_ms_p95"] = round(float(np.percentile(lat, 95)), 1)
+                totals = dataclasses.replace(
+                    totals, latency_ms_p50=round(float(np.percentile(lat, 50)), 1),
+                    latency_ms_p95=round(float(np.percentile(lat, 95)), 1))
+                fields["latency_ms_p50"] = totals.latency_ms_p50
+                fields["latency_ms_p95"] = totals.latency_ms_p95
             if self.renderer is not None:
                 fields["overlay_drops"] = self.renderer.drops
                 fields["overlay_errors"] = self.renderer.errors
@@ -266,7 +285,10 @@ class StreamRunner:
     def finished(self) -> bool:
         """The source has ended or given up, and every window of it has been classified
         (frames read before a failure are still classified)."""
-        return self.capture.finished.is_set() and self.worker.idle(self.stream)
+        if self.capture.finished.is_set() and self.worker.idle(self.stream):
+            self._flush_pending_error()
+            return True
+        return False
 
     def totals(self) -> StreamTotals:
         err = self.capture.error

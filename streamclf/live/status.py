@@ -3,7 +3,7 @@
 It reads the ``prediction`` events (their ``input_fps``, ``latency_ms``, ``drops`` and
 labels) and prints, per stream::
 
-    [cam0] in  30.0 fps |  9.8 clips/s | latency   120 ms | drops 0 | walking the dog
+    [cam0] in  30.0 fps |  9.8 clips/s | latency 120 ms | drops 0 | walking the dog
 
 On a terminal with one stream the line is rewritten in place on every prediction;
 otherwise each stream's latest line is printed every ``every_s`` seconds.
@@ -56,7 +56,7 @@ class StatusLine:
             self._lines[sid] = (
                 f"[{sid}] in {float(f.get('input_fps') or 0.0):5.1f} fps | "
                 f"{self._rate.get(sid, 0.0):4.1f} clips/s | "
-                f"latency {float(f.get('latency_ms') or 0.0):5.0f} ms | "
+                f"latency {float(f.get('latency_ms') or 0.0):.0f} ms | "
                 f"drops {f.get('drops', 0)} | {str(label)[:40]}")
             self._print()
 

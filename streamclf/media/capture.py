@@ -72,7 +72,9 @@ class CaptureThread:
             ``min(initial * 2**k, max)``, times a random factor in ``1 ± jitter``.
         max_reconnects: failed reconnect attempts in a row before giving up (None: never give
             up; 0: give up at the first loss). A failure to open the source at start is not
-            retried: it ends the thread with ``.error`` set.
+            retried (it ends the thread with ``.error`` set) unless ``retry_first_open``.
+        retry_first_open: a live camera that cannot be opened at start is treated like one
+            lost: ``source_lost``, then reconnecting with the backoff above.
         rng: random source for the jitter (tests pass a seeded one).
 
     Attributes set when the thread ends (``finished`` is set last): ``eof`` (True after a clean
@@ -107,6 +109,7 @@ class CaptureThread:
         backoff_jitter: float = 0.2,
         max_reconnects: int | None = None,
         rng: random.Random | None = None,
+        retry_first_open: bool = False,
     ) -> None:
         if pace not in PACES:
             raise ConfigError(f"pace: {pace!r} is not one of {', '.join(PACES)}")
@@ -123,6 +126,7 @@ class CaptureThread:
         self._backoff = (backoff_initial_s, backoff_max_s, backoff_jitter)
         self.max_reconnects = max_reconnects
         self._rng = rng or random.Random()
+        self._retry_first_open = retry_first_open
         self._stop_event = threading.Event()
         self.finished = threading.Event()
         self.eof = False
@@ -204,9 +208,17 @@ class CaptureThread:
             self.finished.set()
 
     def _main(self) -> None:
-        source = self._open()  # a failure at start is not retried (see class docstring)
-        self._emit_opened(source)
         outage: list[float] | None = None  # [clock() at loss, failed attempts] while lost
+        try:  # a failure at start is retried only for a live camera (see class docstring)
+            source = self._open(fatal=not self._retry_first_open)
+            self._emit_opened(source)
+        except SourceError as exc:
+            reason = mask_credentials(str(exc))
+            outage = [self._clock(), 0]
+            self._emit("source_lost", reason=reason, frames_read=0)
+            log.warning("stream %s: cannot open the source, reconnecting: %s", self.stream_id,
+                        reason)
+            source = self._reconnect(outage, reason)
         offset = 0.0  # added to the media time of the current replay
         rebase = False  # a replay started: recompute offset at its first frame
         last_media = -math.inf  # last frame's media time, offset included
@@ -274,12 +286,15 @@ class CaptureThread:
             self._times.append(self._clock())
 
     # ------------------------------------------------------------------ helpers
-    def _open(self) -> FrameSource:
-        """Open through the factory; a SourceError here ends the thread with ``.error``."""
+    def _open(self, fatal: bool = True) -> FrameSource:
+        """Open through the factory; a SourceError here ends the thread with ``.error``
+        (``fatal``), or is raised to the caller."""
         try:
             source = self._watched(self._factory())
         except SourceError as exc:
             self._check_stop()
+            if not fatal:
+                raise
             self._fail(exc)
             raise _Stopped from None
         self._set_source(source)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from streamclf._lazy import require
 from streamclf.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from streamclf.models.registry import ModelSpec
@@ -105,32 +104,9 @@ def wrap_network(model: nn.Module, spec: ModelSpec) -> nn.Module:
     Not thread-safe: one wrapper must not run two forwards at once (the feature hook
     stores into the instance).
     """
-    torch = require("torch")
+    from streamclf.models.wrapper import ScoresAndFeatures  # imports torch
+
     head = _get_submodule(model, spec.head_path)
-    softmax_inside = _head_applies_softmax(model, spec)
-    is_hf = spec.family == "timesformer"
-
-    class ScoresAndFeatures(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = model
-            self._captured: list[torch.Tensor] = []
-            head.register_forward_pre_hook(self._capture)
-
-        def _capture(self, _module: Any, args: tuple[torch.Tensor, ...]) -> None:
-            self._captured.append(args[0])
-
-        def forward(self, *pathways: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            self._captured.clear()
-            if is_hf:
-                # transformers' TimeSformer takes (B, T, C, H, W).
-                out = self.net(pixel_values=pathways[0].permute(0, 2, 1, 3, 4)).logits
-            else:
-                # pytorchvideo's SlowFast mutates the list it is given: always a fresh one.
-                out = self.net(list(pathways) if len(pathways) > 1 else pathways[0])
-            feats = self._captured[-1]
-            feats = feats.reshape(feats.shape[0], -1, feats.shape[-1]).mean(dim=1)
-            scores = out if softmax_inside else torch.softmax(out, dim=1)
-            return scores, feats
-
-    return ScoresAndFeatures().eval()
+    wrapper = ScoresAndFeatures(model, head, softmax_inside=_head_applies_softmax(model, spec),
+                                hf_video=spec.family == "timesformer")
+    return wrapper.eval()

@@ -25,10 +25,11 @@ import os
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from streamclf._lazy import require
 from streamclf.errors import WeightsError
@@ -111,7 +112,7 @@ def download_checkpoint(
             cut short, or the digest differs from ``expected_sha256``.
     """
     directory = directory or cache_dir()
-    name = Path(urllib.request.urlparse(url).path).name
+    name = Path(urllib.parse.urlparse(url).path).name
     if name in _GENERIC_NAMES:  # e.g. Hugging Face's pytorch_model.bin: make it unique
         name = f"{spec_name}-{name}"
     target = directory / name
@@ -146,8 +147,8 @@ def download_checkpoint(
         return target
     except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
         # HTTPException: IncompleteRead (a chunked transfer cut short), BadStatusLine, ...
-        reason = getattr(exc, "reason", None) or exc
-        raise WeightsError(_offline_message(spec_name, url, str(reason))) from None
+        reason = str(getattr(exc, "reason", None) or exc)
+        raise WeightsError(_offline_message(spec_name, url, reason)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -161,6 +162,11 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise WeightsError(f"checkpoint sidecar {sidecar} is not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:
+        raise WeightsError(f"checkpoint sidecar {sidecar} is not UTF-8 JSON text") from None
+    except OSError as exc:
+        raise WeightsError(f"cannot read checkpoint sidecar {sidecar}: "
+                           f"{exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise WeightsError(f"checkpoint sidecar {sidecar} must hold a JSON object")
     return data
@@ -195,9 +201,31 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
-        raise WeightsError(f"checkpoint {path} does not hold a state dict")
+    problem = _not_a_state_dict(obj, torch.Tensor)
+    if problem:
+        raise WeightsError(f"checkpoint {path} does not hold a state dict (parameter names "
+                           f"mapped to tensors): {problem}")
     return obj
+
+
+def _not_a_state_dict(obj: object, tensor_type: type) -> str | None:
+    """Why ``obj`` is not a ``{name: tensor}`` dict (``None`` when it is one)."""
+    if not isinstance(obj, dict):
+        return f"it holds {_a(obj)}"
+    if not obj:
+        return "it is empty"
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            return f"key {key!r} is {_a(key)}, not a name"
+        if not isinstance(value, tensor_type):
+            return f"{key!r} holds {_a(value)}, not a tensor"
+    return None
+
+
+def _a(obj: object) -> str:
+    """``"a list"``, ``"an int"``: the type of ``obj`` with its article."""
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def load_checkpoint(spec: ModelSpec, weights: str | os.PathLike[str]) -> Checkpoint | None:
@@ -242,12 +270,16 @@ def _sidecar_input_size(path: Path, meta: dict[str, Any]) -> tuple[int, int] | N
     spec_input = meta.get("input")
     if spec_input is None:
         return None
-    sizes = [spec_input.get(k) if isinstance(spec_input, dict) else None
-             for k in ("side_size", "crop_size")]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+    side, crop = (spec_input.get(k) if isinstance(spec_input, dict) else None
+                  for k in ("side_size", "crop_size"))
+    if not (_positive_int(side) and _positive_int(crop)):
         raise WeightsError(f"checkpoint sidecar for {path}: 'input' must hold positive "
                            "integers 'side_size' and 'crop_size'")
-    return sizes[0], sizes[1]
+    return side, crop
+
+
+def _positive_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def load_into(model: nn.Module, checkpoint: Checkpoint, spec: ModelSpec) -> None:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from streamclf.engine.backends.factory import create_backend
+from streamclf.errors import ConfigError, DataError
 from streamclf.media.preprocess import ClipTransform
 from streamclf.media.video import centered_windows, probe, read_windows, sample_frames
 from streamclf.models.labels import ClassMap
@@ -36,6 +37,16 @@ class ClassificationResult(NamedTuple):
     labels: list[str]
     scores: list[float]
     features: np.ndarray
+
+
+def _check_frame(frame: object, index: int) -> np.ndarray:
+    """``frame`` if it is an ``(H, W, 3)`` array with ``H, W >= 1``, else a DataError."""
+    shape = getattr(frame, "shape", None)
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or min(
+            frame.shape[:2]) < 1:
+        what = f"shape {tuple(shape)}" if shape is not None else type(frame).__name__
+        raise DataError(f"frame {index} must be an (H, W, 3) RGB image array, got {what}")
+    return frame
 
 
 class ActionClassifier:
@@ -57,6 +68,12 @@ class ActionClassifier:
 
     Not thread-safe: share one instance between threads only behind a lock, except
     :meth:`decode_file`, which several threads may run at once.
+
+    Raises:
+        ConfigError: ``topk`` below 1, a bad device, backend or precision, or a class map
+            that does not fit the checkpoint.
+        ModelError: unknown model name (WeightsError: the checkpoint cannot be obtained or
+            does not fit).
     """
 
     def __init__(
@@ -71,11 +88,11 @@ class ActionClassifier:
         precision: str = "fp32",
         threads: int | None = None,
     ) -> None:
-        if topk < 1:
-            raise ValueError("topk must be >= 1")
+        if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
+            raise ConfigError(f"topk must be an integer >= 1, got {topk!r}")
         self.model: LoadedModel = load_model(model_name, weights, classmap, device)
         self.spec = self.model.spec
-        self.topk = min(topk, self.spec.num_classes)
+        self.topk = min(int(topk), self.spec.num_classes)
         self.transform = ClipTransform(self.spec, temporal_subsample=not skip_preprocess)
         self.backend = create_backend(self.model, backend, precision, threads).backend
 
@@ -84,10 +101,14 @@ class ActionClassifier:
         return self.spec.labels
 
     def prepare(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """Temporal selection + resize/crop: frames -> ``(T, crop, crop, 3)`` uint8."""
+        """Temporal selection + resize/crop: frames -> ``(T, crop, crop, 3)`` uint8.
+
+        Raises:
+            DataError: no frames, or a frame that is not an ``(H, W, 3)`` image.
+        """
         if len(frames) == 0:
-            raise ValueError("no frames to classify")
-        return np.stack([self.transform.spatial(frames[int(i)])
+            raise DataError("no frames to classify")
+        return np.stack([self.transform.spatial(_check_frame(frames[int(i)], int(i)))
                          for i in self.transform.select(len(frames))])
 
     def infer(
@@ -110,7 +131,9 @@ class ActionClassifier:
         probs, feats = self.infer([frames])
         return self.top(probs[0], feats[0])
 
-    def classify_clips(self, clips: Sequence[Sequence[np.ndarray]]) -> ClassificationResult:
+    def classify_clips(
+        self, clips: Sequence[Sequence[np.ndarray] | np.ndarray]
+    ) -> ClassificationResult:
         """Average the probabilities (and embeddings) of several clips of one video."""
         probs, feats = self.infer(clips)
         return self.top(probs.mean(axis=0), feats.mean(axis=0))
@@ -161,9 +184,9 @@ class ActionClassifier:
             DataError: missing, unreadable, corrupt or truncated file.
         """
         if sample_type is not None:
-            frames, _ = sample_frames(path, sample_type, num_samples, time_step)
+            frames, _ = sample_frames(Path(path), sample_type, num_samples, time_step)
             return [self.prepare(frames)]
-        info = probe(path)
+        info = probe(Path(path))
         windows = centered_windows(info.duration_s, self.spec.clip_duration_s, clips)
         found = read_windows(Path(path), windows, frame_fn=self.transform.spatial)
         return [self.prepare(frames) for frames, _ in found]

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamclf.errors import StreamclfError
+from streamclf.errors import ConfigError, StreamclfError
 from streamclf.offline.datasets import DatasetItem, match_labels
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class Evaluation:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, (StreamclfError, ValueError)):
+    if isinstance(exc, StreamclfError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -150,9 +150,12 @@ def evaluate(
 
     Returns:
         the results in dataset order, the elapsed time, and why it stopped early if it did.
+
+    Raises:
+        ConfigError: ``workers`` below 1 (a bad ``clips`` fails each file instead).
     """
     if workers < 1:
-        raise ValueError("workers must be >= 1")
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     stop = stop or threading.Event()
     halt = threading.Event()  # tells queued decodes to skip once the run is over
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="streamclf-decode")
@@ -300,8 +303,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         summary.append(("stopped early", report["stopped"]))
     lines = [title, "", *_table(["metric", "value"], summary)]
     if report["per_class"]:
-        rows = [(name, f"{c['recall']:.4f}", c["hits"], c["count"])
-                for name, c in report["per_class"].items()]
+        rows: list[tuple[object, ...]] = [(name, f"{c['recall']:.4f}", c["hits"], c["count"])
+                                          for name, c in report["per_class"].items()]
         lines += ["", "### Per class", "", *_table(["class", "recall@1", "hits", "videos"], rows)]
     if report["confused"]:
         rows = [(c["true"], c["predicted"], c["count"]) for c in report["confused"]]

@@ -19,6 +19,10 @@ Example::
     from streamclf.engine.backends.export import export_onnx
     export_onnx(load_model("x3d_xs", "kinetics400", device="cpu"), Path("x3d_xs.onnx"))
 
+Every exported file carries its input contract in ONNX ``metadata_props`` (see
+:func:`onnx_metadata`), and :func:`export_onnx` writes the class names beside it, one per
+line, in ``<file>.labels.txt``. Both files are mode 0644.
+
 Torch and onnxruntime are imported on first use only.
 """
 
@@ -38,6 +42,14 @@ import numpy as np
 
 from streamclf._lazy import require
 from streamclf.engine.backends.cache import cache_root, model_fingerprint
+from streamclf.engine.backends.onnx_meta import (
+    embed_metadata,
+    first_line,
+    input_names,
+    labels_path,
+    onnx_metadata,
+    read_onnx_metadata,
+)
 from streamclf.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -53,8 +65,11 @@ __all__ = [
     "describe_onnx",
     "export_onnx",
     "input_names",
+    "labels_path",
     "model_fingerprint",
     "onnx_cache_dir",
+    "onnx_metadata",
+    "read_onnx_metadata",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,22 +84,31 @@ VERIFY_SCORES_ATOL = 1e-3
 #: Opsets torch's TorchScript exporter accepts (``torch.onnx._constants``, torch 2.14).
 MIN_OPSET, MAX_OPSET = 7, 20
 
+#: Permissions of every file written (the temporary files start as 0600).
+FILE_MODE = 0o644
+
 _CACHE_LOCK = threading.Lock()
 _EXPORT_LOCK = threading.Lock()
 
 
-def input_names(spec: ModelSpec) -> tuple[str, ...]:
-    """``("slow", "fast")`` for a SlowFast spec, ``("video",)`` otherwise."""
-    return ("slow", "fast") if spec.slowfast_alpha else ("video",)
+def _check_output_path(path: Path, spec: ModelSpec, write_labels: bool) -> None:
+    """A one-line ConfigError, before any work, for an output that cannot be a file."""
+    if path.is_dir():
+        raise ConfigError(f"ONNX output {path} is a directory; give a file path, e.g. "
+                          f"{path / (spec.name + '.onnx')}")
+    if write_labels and labels_path(path).is_dir():
+        raise ConfigError(f"cannot write the class names to {labels_path(path)}: it is a "
+                          "directory")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write ONNX output {path}: {parent} is not a directory")
 
 
 def _unsupported(spec: ModelSpec, exc: BaseException | str) -> ModelError:
     """The one-line error for a model whose graph cannot be exported or does not match."""
-    if isinstance(exc, BaseException):
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        reason = f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"
-    else:
-        reason = exc
+    reason = first_line(exc) if isinstance(exc, BaseException) else exc
     if len(reason) > 300:
         reason = reason[:297] + "..."
     return ModelError(f"ONNX export is not supported for {spec.name}: {reason}")
@@ -167,20 +191,24 @@ def _verify(model: LoadedModel, path: Path, batch: int) -> None:
 
 
 def export_onnx(
-    model: LoadedModel, path: Path, opset: int = 17, dynamic_batch: bool = True
+    model: LoadedModel, path: Path, opset: int = 17, dynamic_batch: bool = True,
+    write_labels: bool = True,
 ) -> Path:
     """Export ``model.net`` to ONNX at ``path`` and check it in onnxruntime.
 
     Inputs are named ``slow``/``fast`` (SlowFast) or ``video``, each ``(B, 3, T, H, W)``
     float32 normalised clips; outputs ``scores`` ``(B, K)`` (probabilities, see the
     module docstring) and ``features`` ``(B, D)``. With ``dynamic_batch`` the batch axis
-    is symbolic (``"batch"``); otherwise the graph takes batch 1 only.
+    is symbolic (``"batch"``); otherwise the graph takes batch 1 only. The graph's
+    ``metadata_props`` hold :func:`onnx_metadata`; with ``write_labels`` the ``K`` class
+    names go to :func:`labels_path` (``<path>.labels.txt``), one per line. Both files
+    get mode 0644.
 
     The graph is traced by the TorchScript exporter (``dynamo=False``) with batch 2 and
     checked with batch 1 (so a batch size baked into the trace shows up), in onnxruntime
     on CPU against torch on a random input: feature cosine >= 0.999 and probabilities
-    within 1e-3. The file is written to a temporary name beside ``path`` and renamed
-    into place only once verified.
+    within 1e-3. The files are written to temporary names beside ``path`` and renamed
+    into place only once verified (nothing is left behind on failure).
 
     Thread-safety: runs a forward of ``model.net``; do not use the model from another
     thread meanwhile.
@@ -189,7 +217,8 @@ def export_onnx(
         ``path``.
 
     Raises:
-        ConfigError: ``opset`` outside what the exporter supports (7 to 20).
+        ConfigError: ``opset`` outside what the exporter supports (7 to 20), ``path`` is
+            a directory or cannot be written, or a class name holds a line break.
         ModelError: ``ONNX export is not supported for <model>: <reason>`` when the
             network cannot be traced or expressed in ONNX at ``opset``, onnxruntime
             cannot run the graph, or its outputs differ from torch's.
@@ -197,18 +226,24 @@ def export_onnx(
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(f"ONNX opset {opset} is not supported; use {MIN_OPSET} to "
                           f"{MAX_OPSET} (default 17)")
-    torch = require("torch")
-    require("onnx")  # torch's exporter needs it: a missing package gets an install hint
     spec = model.spec
     path = Path(path)
+    _check_output_path(path, spec, write_labels)
+    if write_labels and any("\n" in name or "\r" in name for name in spec.labels):
+        raise ConfigError(f"a class name of {spec.name} holds a line break; the labels file "
+                          "has one name per line")
+    torch = require("torch")
+    require("onnx")  # torch's exporter needs it: a missing package gets an install hint
     names = input_names(spec)
     dummies = _random_inputs(spec, 2 if dynamic_batch else 1, model.device, seed=0)
     axes = {n: {0: BATCH_AXIS} for n in (*names, *OUTPUT_NAMES)} if dynamic_batch else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    temps: list[Path] = []
     try:
+        try:
+            tmp = _temp_beside(path, temps)
+            labels_tmp = _temp_beside(labels_path(path), temps) if write_labels else None
+        except OSError as exc:
+            raise ConfigError(f"cannot write ONNX output {path}: {exc.strerror or exc}") from None
         try:
             with (warnings.catch_warnings(), _quiet_exporter(torch),
                   torch.inference_mode(False), torch.no_grad()):
@@ -220,14 +255,34 @@ def export_onnx(
                     output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
                     opset_version=opset, do_constant_folding=True, dynamo=False,
                 )
+            embed_metadata(tmp, onnx_metadata(model))
         except Exception as exc:  # the exporter raises many unrelated types
             raise _unsupported(spec, exc) from exc
         _verify(model, tmp, batch=1)
-        os.replace(tmp, path)
+        try:
+            if labels_tmp is not None:
+                labels_tmp.write_text("".join(f"{name}\n" for name in spec.labels),
+                                      encoding="utf-8")
+                os.chmod(labels_tmp, FILE_MODE)
+                os.replace(labels_tmp, labels_path(path))
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise ConfigError(f"cannot write ONNX output {path}: {exc.strerror or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        for temp in temps:
+            temp.unlink(missing_ok=True)
     log.info("exported %s to %s (%.1f MB)", spec.name, path, path.stat().st_size / 1e6)
     return path
+
+
+def _temp_beside(target: Path, temps: list[Path]) -> Path:
+    """A new empty file in ``target``'s folder (created if needed), added to ``temps``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    temps.append(Path(name))
+    return temps[-1]
 
 
 def onnx_cache_dir() -> Path:
@@ -240,9 +295,11 @@ def cached_onnx(model: LoadedModel, cache_dir: Path | None = None) -> Path:
 
     The file is ``<cache_dir>/<name>-<fingerprint>.onnx`` (``cache_dir`` defaults to
     :func:`onnx_cache_dir`), exported with the defaults of :func:`export_onnx` (opset
-    17, dynamic batch). A file already there is returned without re-exporting; the
-    export writes a temporary file and renames it, so a crash or a concurrent
-    process never leaves a partial file under the final name.
+    17, dynamic batch), without a labels file (the fingerprint covers the tensors, not
+    the class names; its ``weights`` metadata names the first checkpoint exported). A file
+    already there is returned without re-exporting; the export writes a temporary file and
+    renames it, so a crash or a concurrent process never leaves a partial file under the
+    final name.
 
     Thread-safe: exports are serialised within the process.
 
@@ -255,7 +312,7 @@ def cached_onnx(model: LoadedModel, cache_dir: Path | None = None) -> Path:
         if target.is_file():
             log.debug("using cached ONNX export %s", target)
             return target
-        return export_onnx(model, target)
+        return export_onnx(model, target, write_labels=False)
 
 
 class TensorInfo(NamedTuple):

@@ -85,13 +85,17 @@ class OnnxBackend:
     Attributes:
         providers: the providers the session actually uses, best first.
         onnx_path: the ONNX file the session was built from.
+        metadata: the file's ``metadata_props`` (see
+            :func:`~streamclf.engine.backends.onnx_meta.onnx_metadata`; ``{}`` for a file
+            exported by something else).
 
     Thread-safe: ``InferenceSession.run`` may be called from several threads, though the
     pipeline calls ``infer`` from one inference thread.
 
     Raises:
         ConfigError: ``threads`` < 1, or a provider this onnxruntime build lacks.
-        ModelError: the model cannot be exported, or the file does not fit the model.
+        ModelError: the model cannot be exported, or the file does not fit the model (its
+            inputs, outputs, class count, or the model named in its metadata).
     """
 
     name = "onnxruntime"
@@ -129,6 +133,8 @@ class OnnxBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = self._open(ort, opts, requested, user_chose=providers is not None)
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        self.metadata: dict[str, str] = dict(
+            self._session.get_modelmeta().custom_metadata_map or {})
         self._check_signature()
         log.info("onnxruntime session for %s from %s on %s", model.spec.name, self.onnx_path,
                  ", ".join(self.providers))
@@ -159,12 +165,29 @@ class OnnxBackend:
         ok = set(inputs) == set(expected) and all(
             list(inputs[n][1:]) == list(shape) for n, shape in expected.items()
         ) and outputs == list(OUTPUT_NAMES)
-        if not ok:
+        if ok:
+            self._check_classes()
+        else:
             raise ModelError(
                 f"{self.onnx_path} does not fit {spec.name}: inputs {inputs}, outputs {outputs}; "
                 f"expected inputs {{{', '.join(f'{n}: [B, *{s}]' for n, s in expected.items())}}} "
                 f"and outputs {list(OUTPUT_NAMES)} (export it with `streamclf export`)"
             )
+
+    def _check_classes(self) -> None:
+        """The file's class count (its ``scores`` width, and ``num_classes`` and ``model`` in
+        the metadata of a streamclf export) must be the model's."""
+        spec, k = self.model.spec, len(self.model.spec.labels)
+        width = self._session.get_outputs()[0].shape[-1]
+        claimed = self.metadata.get("num_classes", "")
+        if (isinstance(width, int) and width != k) or (claimed.isdigit() and int(claimed) != k):
+            found = width if isinstance(width, int) else claimed
+            raise ModelError(f"{self.onnx_path} gives {found} class scores but {spec.name} here "
+                             f"has {k} labels (export it again with the same --classmap)")
+        exported_as = self.metadata.get("model")
+        if exported_as and exported_as != spec.name:
+            raise ModelError(f"{self.onnx_path} was exported from {exported_as}, not "
+                             f"{spec.name}")
 
     def infer(self, clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """``B`` clips of ``(T, crop, crop, 3)`` uint8 -> ``(probs (B, K), features (B, D))``."""

@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from streamclf._lazy import require
+from streamclf.engine.backends.accuracy import accuracy_cost
 from streamclf.engine.backends.base import batch_pathways
 from streamclf.engine.backends.cache import cache_root, model_fingerprint
 from streamclf.errors import ConfigError, ModelError
@@ -131,7 +132,8 @@ def calibration_clips_from_videos(
     transform = ClipTransform(spec)
     clips: list[np.ndarray] = []
     for path in paths:
-        windows = centered_windows(probe(path).duration_s, spec.clip_duration_s, clips_per_video)
+        windows = centered_windows(probe(Path(path)).duration_s, spec.clip_duration_s,
+                                   clips_per_video)
         for frames, _ in read_windows(Path(path), windows, frame_fn=transform.spatial):
             clips.append(np.stack([frames[int(i)] for i in transform.select(len(frames))]))
     return clips
@@ -344,59 +346,3 @@ class OpenVINOBackend:
             result = self._request.infer(inputs, share_inputs=True)
             probs, feats = result[0], result[1]
         return (np.asarray(probs, dtype=np.float32), np.asarray(feats, dtype=np.float32))
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
-def accuracy_cost(
-    reference: Any, candidate: Any, clips: Sequence[np.ndarray], topk: int = 5
-) -> dict[str, float]:
-    """How far ``candidate`` (e.g. int8) drifts from ``reference`` (e.g. fp32) on ``clips``.
-
-    Both are backends (``infer(clips) -> (probs, features)``); clips go one at a time.
-    Thread-safe as far as the two backends are.
-
-    Returns:
-        ``clips``; ``top1_agreement`` and ``top5_agreement`` (fraction of clips whose
-        top-1 / ordered top-5 are equal); ``top5_overlap`` (mean share of the reference
-        top-5 found in the candidate's); ``cosine_mean`` / ``cosine_min`` of the features;
-        ``prob_max_abs_diff``; ``centred_cosine_mean``: the cosine after subtracting the
-        reference's mean feature over ``clips`` (raw features share a large common
-        component, so the raw cosine hides errors in what differs between clips; this
-        one does not; needs two clips or more, else 1.0).
-    """
-    if not clips:
-        raise ValueError("accuracy_cost needs at least one clip")
-    top1 = top5 = overlap = 0.0
-    cosines: list[float] = []
-    diff = 0.0
-    refs: list[np.ndarray] = []
-    news: list[np.ndarray] = []
-    for clip in clips:
-        p_ref, f_ref = reference.infer([clip])
-        p_new, f_new = candidate.infer([clip])
-        refs.append(f_ref[0])
-        news.append(f_new[0])
-        o_ref = np.argsort(-p_ref[0], kind="stable")[:topk]
-        o_new = np.argsort(-p_new[0], kind="stable")[:topk]
-        top1 += float(o_ref[0] == o_new[0])
-        top5 += float(np.array_equal(o_ref, o_new))
-        overlap += len(set(o_ref.tolist()) & set(o_new.tolist())) / topk
-        cosines.append(_cosine(f_ref[0], f_new[0]))
-        diff = max(diff, float(np.abs(p_ref - p_new).max()))
-    n = len(clips)
-    mu = np.mean(np.asarray(refs, np.float64), axis=0)
-    centred = [_cosine(a - mu, b - mu) for a, b in zip(refs, news, strict=True)] if n > 1 else [1.0]
-    return {
-        "clips": float(n),
-        "top1_agreement": top1 / n,
-        "top5_agreement": top5 / n,
-        "top5_overlap": overlap / n,
-        "cosine_mean": float(np.mean(cosines)),
-        "cosine_min": float(np.min(cosines)),
-        "prob_max_abs_diff": diff,
-        "centred_cosine_mean": float(np.mean(centred)),
-    }
