@@ -21,7 +21,7 @@ from streamclf.engine.backends import FakeBackend
 from streamclf.engine.backends.accuracy import accuracy_cost
 from streamclf.engine.batcher import InferenceWorker
 from streamclf.errors import ConfigError, DataError, StreamclfError, WeightsError
-from streamclf.models import get_spec, load_model
+from streamclf.models import get_spec, load_classmap, load_model
 from streamclf.models.network import build_network
 from streamclf.offline.classify import ActionClassifier
 from streamclf.offline.datasets import DatasetItem
@@ -173,3 +173,31 @@ def test_cli_export_to_a_directory_is_one_line(x3d_checkpoint: Path, tmp_path: P
                           f"e.g. {out / 'x3d_xs.onnx'}")
     assert proc.stdout == ""
     assert list(out.iterdir()) == []  # nothing written, no temporary files
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [('{"a": 0, "b": "1"}', ".json", "the index of 'b' must be an integer, got '1'"),
+     ('{"a": 0, "b": true}', ".json", "the index of 'b' must be an integer, got True"),
+     ('["a", "b", "a"]', ".json", "class name 'a' appears twice"),
+     ("a\nb\n b \n", ".txt", "class name 'b' appears twice"),
+     (b"\xff\xfe\x00\x01", ".txt", "not a UTF-8 text or JSON file")],
+    ids=["str-index", "bool-index", "json-repeat", "text-repeat", "binary"],
+)
+def test_bad_classmaps_are_config_errors(content: str | bytes, suffix: str, message: str,
+                                         tmp_path: Path) -> None:
+    path = tmp_path / f"classes{suffix}"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_classmap(path)
+
+
+def test_sidecar_labels_must_be_unique(x3d_checkpoint: Path, tmp_path: Path) -> None:
+    path = tmp_path / "ft.pt"
+    path.write_bytes(x3d_checkpoint.read_bytes())
+    path.with_suffix(".json").write_text('{"labels": ["a", "a"]}', encoding="utf-8")
+    with pytest.raises(WeightsError, match="'labels' repeats a name"):
+        load_model(MODEL, path, device="cpu")

@@ -30,6 +30,10 @@ def kinetics400_labels() -> tuple[str, ...]:
 
 
 def _labels_from_mapping(mapping: Mapping[str, int], origin: str) -> tuple[str, ...]:
+    wrong = [k for k, v in mapping.items() if isinstance(v, bool) or not isinstance(v, int)]
+    if wrong:
+        raise ConfigError(f"classmap {origin}: the index of {str(wrong[0])!r} must be an "
+                          f"integer, got {mapping[wrong[0]]!r}")
     indices = sorted(mapping.values())
     if indices != list(range(len(indices))):
         raise ConfigError(
@@ -47,15 +51,33 @@ def load_classmap(classmap: ClassMap) -> tuple[str, ...]:
             path to a JSON file holding either, or to a text file with one name per line.
 
     Raises:
-        ConfigError: the file is missing or malformed, or the indices are not 0..N-1.
+        ConfigError: the file is missing, unreadable or malformed, the indices are not
+            0..N-1, or a class name appears twice.
     """
+    names = _load_classmap(classmap)
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"classmap: class name {name!r} appears twice; names must be "
+                              "unique")
+        seen.add(name)
+    return names
+
+
+def _load_classmap(classmap: ClassMap) -> tuple[str, ...]:
+    """:func:`load_classmap` before the check for repeated names."""
     if isinstance(classmap, Mapping):
         return _labels_from_mapping(classmap, "dict")
     if isinstance(classmap, (str, Path)):
         path = Path(classmap)
         if not path.is_file():
             raise ConfigError(f"classmap file not found: {path}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"classmap {path}: not a UTF-8 text or JSON file") from None
+        except OSError as exc:
+            raise ConfigError(f"classmap {path}: cannot read ({exc.strerror or exc})") from None
         if path.suffix.lower() == ".json":
             try:
                 data = json.loads(text)
