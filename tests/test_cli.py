@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, manifest_rows
+from tests.conftest import LOCAL_DATA, REPO, manifest_rows
 
 CLI = [sys.executable, "-m", "streamclf"]
 
@@ -114,3 +119,94 @@ def test_classify_with_openvino_backend_matches_torch(tai_chi_clip: Path) -> Non
     a, b = json.loads(torch_out.stdout), json.loads(ov_out.stdout)
     fa, fb = np.asarray(a["features"]), np.asarray(b["features"])
     assert fa @ fb / (np.linalg.norm(fa) * np.linalg.norm(fb)) > 0.999
+
+
+def test_run_help_comes_from_the_config_schema() -> None:
+    """``run``'s flags are the config keys, each with its help and its default."""
+    out = run_cli("run", "--help", timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # argparse wraps the help
+    for needle in ("--topk TOPK labels reported per clip (default 5)",
+                   "--pace {realtime,fast}", "(default realtime)",
+                   "--stream-id ID stream id", "(default cam0)",
+                   "--backend {auto,torch,onnxruntime,openvino}",
+                   "--webhook WEBHOOK POST every event as JSON",
+                   "--max-batch MAX_BATCH", "(default 4)",
+                   "--backoff-initial S", "--loop replay a file forever (default false)"):
+        assert needle in text, needle
+    from streamclf.cli.main import build_parser
+
+    args = build_parser().parse_args(["run", "--stream-id", "door", "--topk", "3"])
+    assert (args.id, args.topk, args.pace) == ("door", 3, None)  # None: not given
+    assert build_parser().parse_args(["classify", "a.mp4"]).backend == "auto"
+
+
+def test_run_reports_each_failed_stream_and_exits_1_only_when_all_failed(
+    tmp_path: Path,
+) -> None:
+    """One corrupt file of two: an error line naming it, a summary line, exit status 0.
+    Every stream failed: exit status 1."""
+    clip, corrupted = LOCAL_DATA / "ta_chi.mp4", LOCAL_DATA / "corrupted.mp4"
+    common = ["--weights", "random", "--backend", "torch", "--pace", "fast"]
+    events = tmp_path / "ev.jsonl"
+    out = run_cli("run", "--source", f"good={clip}", "--source", f"bad={corrupted}", *common,
+                  "--events", str(events), timeout=180)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    errors = [ln for ln in lines if ln.startswith("streamclf: error: ")]
+    assert len(errors) == 1 and errors[0].startswith("streamclf: error: bad: "), out.stderr
+    assert "corrupt or truncated video" in errors[0]
+    assert lines[-1].startswith("streamclf: done: 2 stream(s), 1 failed, "), out.stderr
+    assert str(events) in lines[-1]  # where the events went
+    stopped = {e["stream"]: e for e in map(json.loads, events.read_text().splitlines())
+               if e["type"] == "stopped"}
+    assert "error" not in stopped["good"] and "corrupt" in stopped["bad"]["error"]
+
+    out = run_cli("run", "--source", f"a={corrupted}", "--source", f"b={corrupted}", *common,
+                  timeout=180)
+    assert out.returncode == 1, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("streamclf: error: ")]
+    assert [ln.split(": ")[2] for ln in errors] == ["a", "b"], out.stderr
+    assert out.stderr.splitlines()[-1].startswith("streamclf: done: 2 stream(s), 2 failed, ")
+
+
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        received: list[dict[str, Any]] = server.received  # type: ignore[attr-defined]
+        yield f"http://127.0.0.1:{server.server_address[1]}/", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_run_webhook_posts_every_event(tmp_path: Path) -> None:
+    """``run --webhook URL``: each event of the run, as logged, is POSTed to the URL."""
+    events = tmp_path / "ev.jsonl"
+    with webhook_server() as (url, received):
+        out = run_cli("run", "--source", str(LOCAL_DATA / "ta_chi.mp4"), "--pace", "fast",
+                      "--weights", "random", "--backend", "torch", "--quiet",
+                      "--events", str(events), "--webhook", url, timeout=180)
+    assert out.returncode == 0, out.stderr
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    assert log[0]["type"] == "source_opened" and log[-1]["type"] == "stopped"
+    assert sum(e["type"] == "prediction" for e in log) >= 10
+    assert received == log  # every event, as written, in order

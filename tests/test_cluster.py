@@ -7,6 +7,7 @@ webhook forwarder are also tested on their own, without Ray.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import json
@@ -27,10 +28,15 @@ import pytest
 from streamclf.cli.main import main
 from streamclf.cluster.messages import ClipRequest, ClipResult
 from streamclf.cluster.model_server import BatchingModel
-from streamclf.cluster.stream_worker import StreamWorker
+from streamclf.cluster.stream_worker import StreamActor
+from streamclf.config import RunConfig, StreamConfig
+from streamclf.engine.backends import FakeBackend
+from streamclf.live.events import EventLog, make_event, read_events
+from streamclf.live.pipeline import LivePipeline
+from streamclf.live.runner import StreamRunner
+from streamclf.live.sinks import EventBus
 from streamclf.sinks.webhook import WebhookForwarder
-from streamclf.config import RunConfig
-from streamclf.live.events import read_events
+from streamclf.types import EventType
 from tests.conftest import LOCAL_DATA, REPO
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -60,7 +66,8 @@ def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
                               daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/events", server.received  # type: ignore[attr-defined]
+        received: list[dict[str, Any]] = server.received  # type: ignore[attr-defined]
+        yield f"http://127.0.0.1:{server.server_address[1]}/events", received
     finally:
         server.shutdown()
         server.server_close()
@@ -163,6 +170,28 @@ def test_webhook_never_blocks_counts_failures_and_drops() -> None:
     assert dead.failed == 3 and dead.sent == 0 and "Connection" in (dead.last_error or "")
 
 
+def test_webhook_is_an_event_sink() -> None:
+    """On an EventBus (as ``run --webhook`` and ``cluster run --webhook`` attach it), each
+    event is POSTed as its JSON Lines record, numbered, in order."""
+    with webhook_server() as (url, received):
+        hook = WebhookForwarder(url)
+        hook.start()
+        bus = EventBus()
+        bus.add_sink(hook, "webhook", inline=True)
+        sent = [bus.publish(make_event(EventType.SOURCE_OPENED, "cam0", kind="file")),
+                bus.publish(make_event(EventType.PREDICTION, "cam0", labels=["a"],
+                                       scores=[np.float32(0.5)])),
+                bus.publish(make_event(EventType.STOPPED, "cam0", frames=3))]
+        bus.close(2.0)
+        assert hook.close(2.0)
+    assert received == [
+        {"type": "source_opened", "stream": "cam0", "ts": sent[0].ts, "seq": 0, "kind": "file"},
+        {"type": "prediction", "stream": "cam0", "ts": sent[1].ts, "seq": 1, "labels": ["a"],
+         "scores": [0.5]},
+        {"type": "stopped", "stream": "cam0", "ts": sent[2].ts, "seq": 2, "frames": 3}]
+    assert (hook.sent, hook.failed, hook.dropped) == (3, 0, 0)
+
+
 def test_stream_worker_windows_a_real_clip_and_survives_a_failed_window() -> None:
     """The stream side without Ray: a real clip read fast (every window), a model that
     fails once; the stream goes on, ends its label and reports its totals."""
@@ -174,14 +203,16 @@ def test_stream_worker_windows_a_real_clip_and_survives_a_failed_window() -> Non
             raise RuntimeError("model actor lost")
         return ClipResult(request.stream, request.index, np.array([0.9, 0.06, 0.04]), 5.0)
 
-    config = RunConfig(source=str(LOCAL_DATA / "ta_chi.mp4"), stream_id="door", pace="fast")
-    worker = StreamWorker(config, ("a", "b", "c"), infer)
-    worker.open()
-    worker.start()
+    config = StreamConfig(id="door", source=str(LOCAL_DATA / "ta_chi.mp4"), pace="fast")
+    actor = StreamActor(config, "x3d_xs", ("a", "b", "c"), infer=infer)
+    assert "error" not in actor.open()
+    # The cluster runs its stream through the live engine's runner, like a local run.
+    assert isinstance(actor.runner, StreamRunner)
+    actor.start()
     deadline = time.monotonic() + 30
-    while not worker.finished and time.monotonic() < deadline:
+    while not actor.finished and time.monotonic() < deadline:
         time.sleep(0.05)
-    events = worker.stop().events
+    events = actor.stop().events
     kinds = [e.type for e in events]
     assert kinds[0] == "source_opened" and kinds[-2:] == ["label_end", "stopped"]
     assert kinds.count("error") == 1 and kinds.count("label_start") == 1
@@ -192,6 +223,34 @@ def test_stream_worker_windows_a_real_clip_and_survives_a_failed_window() -> Non
     stopped = events[-1].fields
     assert stopped["windows"] == len(preds) and stopped["inference_errors"] == 1
     assert stopped["frames"] == 300 and stopped["drops"] == 0
+
+
+def test_one_window_loop_for_local_and_cluster_runs() -> None:
+    """A local pipeline's stream is a StreamRunner too (see the cluster actor above), and no
+    module of streamclf/cluster cuts windows itself: no ring, scheduler, capture or smoother
+    of its own."""
+    config = RunConfig(streams=[StreamConfig(id="local", source="synthetic:64x48@10")])
+    pipe = LivePipeline(config, backend=FakeBackend())
+    try:
+        assert isinstance(pipe.stream("local"), StreamRunner)
+    finally:
+        pipe.close_unstarted()
+    own_loop = {"WindowScheduler", "FrameRing", "CaptureThread", "Smoother", "StreamSlot"}
+    own_modules = ("streamclf.media.scheduler", "streamclf.media.ring",
+                   "streamclf.media.capture", "streamclf.live.smoothing")
+    sources = sorted((REPO / "streamclf" / "cluster").glob("*.py"))
+    assert any(p.name == "stream_worker.py" for p in sources)
+    for path in sources:
+        text = path.read_text()
+        assert "ring.window(" not in text, path.name
+        for node in ast.walk(ast.parse(text)):  # code, not the docstrings that draw the flow
+            if isinstance(node, ast.Name | ast.Attribute):
+                name = node.id if isinstance(node, ast.Name) else node.attr
+                assert name not in own_loop, f"{path.name}:{node.lineno} uses {name}"
+                assert name != "window", f"{path.name}:{node.lineno} cuts a window"
+            if isinstance(node, ast.ImportFrom):
+                assert node.module not in own_modules, f"{path.name} imports {node.module}"
+                assert not own_loop & {a.name for a in node.names}, path.name
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -304,14 +363,15 @@ def test_a_crashed_model_actor_is_restarted_and_the_streams_go_on(
     import ray
 
     from streamclf.cluster.runner import ClusterOptions, ClusterRunner
-    from streamclf.live.events import EventLog
-    from streamclf.streams_config import load_streams_config
+    from streamclf.config import load_config
 
     path = tmp_path / "events.jsonl"
-    streams = load_streams_config(write_config(tmp_path), {"events": str(path)})
+    config = load_config(write_config(tmp_path), {"events": str(path)})
     stop = threading.Event()
-    with EventLog(path) as log:
-        runner = ClusterRunner(streams, ClusterOptions(), log, stop=stop)
+    bus = EventBus()
+    bus.add_sink(EventLog(path), "events", inline=True)
+    try:
+        runner = ClusterRunner(config, ClusterOptions(), bus, stop=stop)
         outcome: list[Any] = []
         thread = threading.Thread(target=lambda: outcome.append(runner.run(60.0)))
         thread.start()
@@ -324,6 +384,8 @@ def test_a_crashed_model_actor_is_restarted_and_the_streams_go_on(
         finally:
             stop.set()
             thread.join(15)
+    finally:
+        bus.close(2.0)
     assert not thread.is_alive() and outcome[0].interrupted and not outcome[0].errors
     events = read_events(path)
     check_log(events)

@@ -33,7 +33,8 @@ def construct(values: dict[str, object]) -> RunConfig:
     stream, through :meth:`StreamConfig.replace`, which checks the keys)."""
     run = {k: v for k, v in values.items() if k in RUN_KEYS}
     stream = {k: v for k, v in values.items() if k not in RUN_KEYS}
-    return RunConfig(**run, streams=[StreamConfig(source="a.mp4").replace(**stream)])  # type: ignore[arg-type]
+    streams = [StreamConfig(source="a.mp4").replace(**stream)]
+    return RunConfig(**run, streams=streams)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("path", [p for p in sorted((REPO / "configs").glob("*.yaml"))
@@ -199,7 +200,7 @@ def test_unknown_keys_suggest_the_closest(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown stream key 'loops'; did you mean 'loop'\?"):
         StreamConfig(source="a.mp4").replace(loops=True)
     f.write_text("source: a.mp4\ncolour: red\n")  # nothing close: the allowed keys
-    with pytest.raises(ConfigError, match="unknown config key 'colour'; allowed: .*threshold"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'colour'; allowed: .*threshold"):
         load_config(f)
 
 

@@ -186,7 +186,7 @@ def test_no_reconnects_ends_the_run_with_one_error_line(
     assert time.monotonic() - t0 < READ_TIMEOUT_S + 2.0
     errors = [ln for ln in run.stderr.splitlines() if ln.startswith("streamclf: error:")]
     assert len(errors) == 1, run.stderr
-    assert errors[0].startswith("streamclf: error: source lost") and "user:***@" in errors[0]
+    assert errors[0].startswith("streamclf: error: cam0: source lost") and "user:***@" in errors[0]
     assert "ERROR" not in run.stderr and "Traceback" not in run.stderr
     log = run.log()
     assert [e["type"] for e in log if not e["type"].startswith(("pred", "label"))][-3:] == [

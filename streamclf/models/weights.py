@@ -258,7 +258,7 @@ def load_checkpoint(spec: ModelSpec, weights: str | os.PathLike[str]) -> Checkpo
     valid = isinstance(labels, list) and all(isinstance(x, str) for x in labels)
     if labels is not None and not valid:
         raise WeightsError(f"checkpoint sidecar for {path}: 'labels' must be a list of names")
-    if valid and len(set(labels)) != len(labels):
+    if isinstance(labels, list) and len(set(labels)) != len(labels):
         raise WeightsError(f"checkpoint sidecar for {path}: 'labels' repeats a name")
     return Checkpoint(
         _read_state_dict(path), origin=str(path),
