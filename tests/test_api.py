@@ -60,7 +60,7 @@ def test_every_api_mistake_is_a_streamclf_error(tmp_path: Path) -> None:
         with pytest.raises(ConfigError):
             bad()
     cfg = RunConfig(streams=[StreamConfig(id="a", source=str(tmp_path / "missing.mp4"))])
-    with pytest.raises(SourceError, match="missing.mp4"):
+    with pytest.raises(SourceError, match=r"missing\.mp4"):
         LivePipeline(cfg, backend=FakeBackend())
     assert issubclass(ConfigError, StreamclfError) and "LivePipeline" in streamclf.__all__
 
@@ -110,8 +110,9 @@ def _fake() -> FakeBackend:
 
 
 def test_a_dead_camera_reconnects_and_gives_up_alone(tai_chi_clip: Path) -> None:
-    """A camera down at start goes to the reconnect path (with events); with max_reconnects 0
-    it ends with an error while the other stream runs to its end; exit 0 since one is fine."""
+    """A camera down at start goes to the reconnect path (source_lost, reconnect_failed ...);
+    with max_reconnects 0 it ends at once with an error while the other stream runs to its
+    end; exit 0 since one is fine, 1 when every stream failed."""
     events: list[Event] = []
     dead = StreamConfig(id="dead", source="rtsp://127.0.0.1:1/x", max_reconnects=0,
                         open_timeout_ms=500)
@@ -120,10 +121,17 @@ def test_a_dead_camera_reconnects_and_gives_up_alone(tai_chi_clip: Path) -> None
     with LivePipeline(cfg, sinks=[events.append], backend=_fake()) as pipe:
         assert pipe.join(timeout_s=60)
     of_dead = [e.type for e in events if e.stream == "dead"]
-    assert of_dead == [EventType.SOURCE_LOST, EventType.ERROR, EventType.STOPPED]
+    assert of_dead == [EventType.ERROR, EventType.STOPPED]  # max_reconnects 0: no retry
     assert pipe.result.streams["ok"].windows == 11 and pipe.result.streams["ok"].error is None
-    assert "max_reconnects 0" in (pipe.result.streams["dead"].error or "")
+    assert "cannot open" in (pipe.result.streams["dead"].error or "")
     assert pipe.result.exit_code == 0
+    retrying: list[Event] = []
+    cfg = RunConfig(streams=[dead.replace(max_reconnects=1, backoff_initial_s=0.05,
+                                          backoff_max_s=0.05)])
+    with LivePipeline(cfg, sinks=[retrying.append], backend=_fake()) as pipe:
+        assert pipe.join(timeout_s=60)
+    assert [e.type for e in retrying] == [EventType.SOURCE_LOST, EventType.RECONNECT_FAILED,
+                                          EventType.ERROR, EventType.STOPPED]
     only_dead = RunConfig(streams=[dead])
     with LivePipeline(only_dead, backend=_fake()) as pipe:
         assert pipe.join(timeout_s=60)

@@ -58,7 +58,8 @@ def open_stream_parts(config: StreamConfig) -> StreamParts:
         # thread retries; the other streams go on). A file or a bad spec fails now.
         if kind not in LIVE_KINDS or config.output:
             raise
-        log.warning("stream %s: %s; reconnecting", config.id, exc)
+        if config.max_reconnects != 0:
+            log.warning("stream %s: %s; reconnecting", config.id, exc)
     info = first[0].info if first else None
     opened: list[Any] = list(first)
 

@@ -213,6 +213,9 @@ class CaptureThread:
             source = self._open(fatal=not self._retry_first_open)
             self._emit_opened(source)
         except SourceError as exc:
+            if self.max_reconnects == 0:  # reconnecting is off: the open failure ends it
+                self._fail(exc)
+                return
             reason = mask_credentials(str(exc))
             outage = [self._clock(), 0]
             self._emit("source_lost", reason=reason, frames_read=0)
