@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.conftest import LOCAL_DATA, REPO, manifest_rows
+from tests.servers import webhook_server
 
 CLI = [sys.executable, "-m", "streamclf"]
 
@@ -170,32 +166,6 @@ def test_run_reports_each_failed_stream_and_exits_1_only_when_all_failed(
     assert out.stderr.splitlines()[-1].startswith("streamclf: done: 2 stream(s), 2 failed, ")
 
 
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A real HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        received: list[dict[str, Any]] = server.received  # type: ignore[attr-defined]
-        yield f"http://127.0.0.1:{server.server_address[1]}/", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_run_webhook_posts_every_event(tmp_path: Path) -> None:

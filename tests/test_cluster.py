@@ -8,7 +8,6 @@ webhook forwarder are also tested on their own, without Ray.
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib.util
 import json
 import os
@@ -18,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from streamclf.live.sinks import EventBus
 from streamclf.sinks.webhook import WebhookForwarder
 from streamclf.types import EventType
 from tests.conftest import LOCAL_DATA, REPO
+from tests.servers import webhook_server
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 PREDICTION_FIELDS = {"window_start", "window_end", "latency_ms", "inference_ms", "labels",
@@ -46,32 +45,6 @@ TOTALS = {"frames", "windows", "drops", "skipped_windows"}
 
 
 # -- helpers -------------------------------------------------------------------------------
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A real HTTP server on 127.0.0.1 recording the JSON bodies POSTed to it."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        received: list[dict[str, Any]] = server.received  # type: ignore[attr-defined]
-        yield f"http://127.0.0.1:{server.server_address[1]}/events", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def write_config(tmp_path: Path, *more_streams: str, **extra: Any) -> Path:
