@@ -71,10 +71,9 @@ class CaptureThread:
         backoff_initial_s, backoff_max_s, backoff_jitter: wait before reconnect attempt k is
             ``min(initial * 2**k, max)``, times a random factor in ``1 ± jitter``.
         max_reconnects: failed reconnect attempts in a row before giving up (None: never give
-            up; 0: give up at the first loss). A failure to open the source at start is not
-            retried (it ends the thread with ``.error`` set) unless ``retry_first_open``.
+            up; 0: give up at the first loss, or at a failed first open).
         retry_first_open: a live camera that cannot be opened at start is treated like one
-            lost: ``source_lost``, then reconnecting with the backoff above.
+            lost (``source_lost``, then reconnecting); otherwise that failure ends the thread.
         rng: random source for the jitter (tests pass a seeded one).
 
     Attributes set when the thread ends (``finished`` is set last): ``eof`` (True after a clean
