@@ -30,10 +30,16 @@ from typing import Any
 
 from streamclf.errors import ConfigError
 
+#: The inference backends (``auto``: the fastest measured here) and precisions: the schema's
+#: choices, the flags' and the factory's.
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
 __all__ = ["RunConfig", "StreamConfig", "load_config", "read_yaml_mapping", "stream_keys"]
 
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_NAMED_SOURCE = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(.+)$")
+#: The one stream-id rule (configs, flags, the HTTP API): it names files, topics and URLs.
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAMED_SOURCE = re.compile(r"^([A-Za-z0-9_-]{1,64})=(.+)$")
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -47,13 +53,13 @@ def _check_type(key: str, value: Any, expected: str) -> Any:
         raise ConfigError(f"config key {key!r} must not be empty")
     if "bool" in expected:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be true or false, got {_short(value)}")
         return value
     if "float" in expected:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r} must be a number, got {_short(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be a finite number, got {_short(value)}")
         return float(value)
     if "int" in expected:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -79,14 +85,14 @@ def _validate(obj: Any) -> None:
         if value is not None:
             if "choices" in meta and value not in meta["choices"]:
                 raise ConfigError(f"config key {key!r} must be one of "
-                                  f"{', '.join(map(str, meta['choices']))}, got {value!r}")
+                                  f"{', '.join(map(str, meta['choices']))}, got {_short(value)}")
             if "range" in meta:
                 lo, hi = meta["range"]
                 if value < lo or (hi is not None and value > hi):
                     bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-                    raise ConfigError(f"config key {key!r} must be {bound}, got {value!r}")
+                    raise ConfigError(f"config key {key!r} must be {bound}, got {_short(value)}")
             if meta.get("positive") and value <= 0:
-                raise ConfigError(f"config key {key!r} must be > 0, got {value!r}")
+                raise ConfigError(f"config key {key!r} must be > 0, got {_short(value)}")
         object.__setattr__(obj, key, value)
 
 
@@ -94,7 +100,7 @@ def _validate(obj: Any) -> None:
 class StreamConfig:
     """One stream's settings. Validated on construction (raises ConfigError)."""
 
-    id: str = _f("cam0", "stream id: 1-64 letters, digits, '_', '-' or '.'", flag="--stream-id")
+    id: str = _f("cam0", "stream id: 1-64 letters, digits, '_' or '-'", flag="--stream-id")
     source: str = _f("", "webcam index or /dev/videoN, rtsp://, http(s)://, a file, or "
                          "synthetic[:WxH@FPS]", flag=None)
     pace: str = _f("realtime", "files: realtime (like a camera) or fast (lossless, every "
@@ -127,9 +133,9 @@ class StreamConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
-        if not _ID.match(self.id):
-            raise ConfigError(f"stream id {_short(self.id)}: use 1-64 letters, digits, '_', "
-                              "'-' or '.'")
+        if not _ID.fullmatch(self.id):  # fullmatch: "$" would let "cam\n" through
+            raise ConfigError(f"stream id {_short(self.id)}: use 1-64 letters, digits, '_' "
+                              "or '-'")
         if not self.source:
             raise ConfigError(f"stream {self.id!r} has no source")
         if self.backoff_initial_s > self.backoff_max_s:
@@ -158,9 +164,9 @@ class RunConfig:
                                      "random")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     backend: str = _f("auto", "inference backend (auto: the fastest measured here)",
-                      choices=("auto", "torch", "onnxruntime", "openvino"))
+                      choices=BACKENDS)
     precision: str = _f("fp32", "fp32; int8 (openvino); fp16/bf16 (torch autocast)",
-                        choices=("fp32", "fp16", "bf16", "int8"))
+                        choices=PRECISIONS)
     torch_compile: bool = _f(False, "torch backend: wrap the network in torch.compile")
     classmap: str | None = _f(None, "JSON/text file replacing the label list", path=True)
     threads: int | None = _f(None, "inference threads (default: all cores but one)",
@@ -206,9 +212,15 @@ def stream_keys() -> frozenset[str]:
     return frozenset(_fields(StreamConfig))
 
 
+#: Keys of the first wave's configs, and what they are called now.
+_RENAMED = {"stream_id": "id"}
+
+
 def _check_keys(values: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
     allowed = sorted(allowed)
     for key in values:
+        if key in _RENAMED and _RENAMED[key] in allowed:
+            raise ConfigError(f"{where} key {key!r} is now {_RENAMED[key]!r}")
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
@@ -219,21 +231,13 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The top-level mapping of a YAML file (empty file: ``{}``).
 
     Raises:
-        ConfigError: missing file, invalid YAML (with the line), not a mapping.
+        ConfigError: missing file, invalid YAML (with the line), too large or expanding
+            too far (see :mod:`streamclf.safe_yaml`), not a mapping.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    import yaml
+    from streamclf.safe_yaml import load_yaml
 
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {p}: invalid YAML{where}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p}: cannot read it ({exc})") from None
+    p = Path(path)
+    data = load_yaml(p)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -244,7 +248,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def parse_source_arg(text: str, index: int) -> tuple[str, str]:
     """``"ID=SPEC"`` -> ``(ID, SPEC)``; a bare spec gets the id ``cam<index>``. A URL's own
     ``=`` (query strings) is not taken for a name: the name may not contain ``:`` or ``/``."""
-    match = _NAMED_SOURCE.match(text)
+    match = _NAMED_SOURCE.fullmatch(text)
     if match and "://" not in match.group(1):
         return match.group(1), match.group(2)
     return f"cam{index}", text
@@ -256,12 +260,24 @@ def _relative_to(base: Path, values: dict[str, Any], cls: type) -> None:
         value = values.get(key)
         if not isinstance(value, str) or not value or Path(value).is_absolute():
             continue
-        is_file = key == "source" and "://" not in value and not value.isdigit() \
-            and not value.startswith(("synthetic", "/dev/"))
+        is_file = key == "source" and _is_file_source(value)
         is_checkpoint = key == "weights" and value not in ("kinetics400", "random") \
             and (base / value).exists()
         if f.metadata.get("path") or is_file or is_checkpoint:
             values[key] = str(base / value)
+
+
+def _is_file_source(spec: str) -> bool:
+    """The source rule of :func:`~streamclf.media.sources.parse_spec`: a file path, not a
+    webcam, URL or ``synthetic`` spec (``synthetic_clip.mp4`` is a file)."""
+    from streamclf.errors import SourceError
+    from streamclf.media.sources import parse_spec
+
+    try:
+        kind, _ = parse_spec(spec)
+    except SourceError:
+        return False  # an unsupported URL: reported when the stream is built
+    return kind == "file" and "://" not in spec
 
 
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:

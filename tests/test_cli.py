@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,45 @@ def test_run_webhook_posts_every_event(tmp_path: Path) -> None:
     assert log[0]["type"] == "source_opened" and log[-1]["type"] == "stopped"
     assert sum(e["type"] == "prediction" for e in log) >= 10
     assert received == log  # every event, as written, in order
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``cli.main`` reconfigures the root logger (basicConfig force=True); undo that."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize(("failed", "status"), [((), 0), (("b",), 0), (("a", "b"), 1)])
+def test_cluster_run_exit_status_is_runs(
+    failed: tuple[str, ...], status: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As ``run``: 1 only when every stream failed; each failure is still one line."""
+    import streamclf.cluster.connect as connect
+    import streamclf.cluster.runner as runner
+    from streamclf.cli.main import main
+
+    class FakeRunner:
+        def __init__(self, *_args: object, **_kwargs: object) -> None:
+            pass
+
+        def run(self, _duration: float | None) -> runner.RunOutcome:
+            return runner.RunOutcome(tuple(f"{sid}: source lost" for sid in failed), False)
+
+    monkeypatch.setattr(connect, "connect", lambda *_a, **_k: connect.Connection("x", False))
+    monkeypatch.setattr(connect, "disconnect", lambda _c: None)
+    monkeypatch.setattr(runner, "ClusterRunner", FakeRunner)
+    clip = LOCAL_DATA / "ta_chi.mp4"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"streams:\n  - {{id: a, source: {clip}}}\n  - {{id: b, source: {clip}}}\n")
+    assert main(["cluster", "run", "--config", str(config), "--quiet",
+                 "--events", str(tmp_path / "ev.jsonl")]) == status
+    errors = capsys.readouterr().err.splitlines()
+    assert errors == [f"streamclf: error: stream {sid}: source lost" for sid in failed]

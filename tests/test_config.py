@@ -167,11 +167,12 @@ def test_relative_paths_resolve_against_the_config_folder(
         "  - {id: c, source: '0'}\n"
         "  - {id: d, source: 'synthetic:64x48@10'}\n"
         "  - {id: e, source: /dev/video2}\n"
-        "  - {id: f, source: 'https://h/x.mjpg'}\n")
+        "  - {id: f, source: 'https://h/x.mjpg'}\n"
+        "  - {id: g, source: synthetic_clip.mp4}\n")
     cfg = load_config(multi)
     assert [s.source for s in cfg.streams] == [
         str(sub / "clip.mp4"), "rtsp://u:p@10.0.0.5/s", "0", "synthetic:64x48@10",
-        "/dev/video2", "https://h/x.mjpg"]
+        "/dev/video2", "https://h/x.mjpg", str(sub / "synthetic_clip.mp4")]
     assert (cfg.events, cfg.weights) == (str(absolute), "random")
     missing = sub / "missing.yaml"
     missing.write_text("source: clip.mp4\nweights: nope.pyth\n")
@@ -229,5 +230,35 @@ def test_id_replaces_stream_id(tmp_path: Path) -> None:
     assert [s.id for s in load_config(None, {"id": "side"}, ["a.mp4"]).streams] == ["side"]
     assert stream_keys() >= {"id", "source"} and "stream_id" not in stream_keys()
     f.write_text("source: a.mp4\nstream_id: front\n")
-    with pytest.raises(ConfigError, match="unknown config key 'stream_id'"):
+    with pytest.raises(ConfigError, match="config key 'stream_id' is now 'id'"):
         load_config(f)
+    f.write_text("streams:\n  - {stream_id: front, source: a.mp4}\n")
+    with pytest.raises(ConfigError, match=r"streams\[0\] key 'stream_id' is now 'id'"):
+        load_config(f)
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A 'billion laughs': each level lists the previous one nine times (9**9 strings)."""
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\nsource: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    (_alias_bomb(), "expands to more than 100000 values"),
+    ("source: " + "[" * 30_000 + "\n", "nested more than 64 levels deep"),
+    ("source: a.mp4\n#" + "x" * (2 << 20) + "\n", "the limit is 1048576"),
+    ("source: a.mp4\nstride: " + "9" * 5000 + "x\n", "must be a number"),
+    ("source: a.mp4\nloop: [" + ", ".join(["1"] * 5000) + "]\n", "must be true or false"),
+])
+def test_hostile_yaml_is_one_short_error(tmp_path: Path, text: str, needle: str) -> None:
+    """An alias bomb once grew start-up past 1.9 GB (the error repr'd the whole value); deep
+    nesting overflowed the stack. Each is now refused with one line that echoes at most 80
+    characters of a value."""
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=needle) as info:
+        load_config(f)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 120 + len(str(f))

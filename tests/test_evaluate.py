@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def evaluate_cli(
     capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, str, str]:
     argv = ["evaluate", *args, "--model", "x3d_xs", "--weights", "random", "--device", "cpu",
-            "--threads", str(THREADS)]
+            "--backend", "torch", "--threads", str(THREADS)]
     status = run_evaluate(build_parser().parse_args(argv))
     out = capsys.readouterr()
     return status, out.out, out.err
@@ -327,6 +328,28 @@ def test_stop_event_ends_the_run_early(classifier: Any, tai_chi_clip: Path) -> N
     whole = evaluate(classifier, items[:2], workers=1)
     assert whole.stopped is None and [r.labels for r in whole.results] == [
         run.results[0].labels] * 2
+
+
+def test_fifos_and_looping_symlinks_are_listed_in_failed(
+        classifier: Any, tai_chi_clip: Path, tmp_path: Path) -> None:
+    """A FIFO or a looping symlink named .mp4 in a class folder was skipped in silence (and
+    a FIFO would block a decoder); each is now evaluated and fails with what it is."""
+    folder = tmp_path / "tai_chi"
+    folder.mkdir()
+    shutil.copy(tai_chi_clip, folder / "a.mp4")
+    (folder / "loop.mp4").symlink_to(folder / "loop.mp4")
+    (folder / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(folder / "pipe.mp4")
+    (folder / "sub.mp4").mkdir()  # a folder named like a video is not one
+    items = read_dataset(tmp_path)
+    run = evaluate(classifier, items, workers=2)
+    failed = {r.item.path.name: r.error for r in run.results if not r.ok}
+    assert [r.item.path.name for r in run.results if r.ok] == ["a.mp4"]
+    assert "symlink loop" in failed.pop("loop.mp4") and "broken symlink" in failed.pop("gone.mp4")
+    if hasattr(os, "mkfifo"):
+        assert "not a regular file (a FIFO)" in failed.pop("pipe.mp4")
+    assert not failed
 
 
 # -- the command, as a user runs it --------------------------------------------------------

@@ -55,18 +55,8 @@ def frame(seq: int, fps: float = FPS, size: int = 4) -> Frame:
 
 
 def take(ring: FrameRing, sched: WindowScheduler, num_frames: int = 4) -> Window | None:
-    """What the inference worker does for one stream (``InferenceWorker._take``)."""
-    span = ring.span()
-    if span is None:
-        return None
-    due = sched.poll(*span)
-    if due is None:
-        return None
-    window = ring.window(due, sched.duration, num_frames)
-    keep_from = sched.next_window_start()
-    if keep_from is not None:
-        ring.release_before(keep_from)
-    return window
+    """What the inference worker does for one stream: the real ``StreamSlot.take``."""
+    return StreamSlot("s", ring, sched, num_frames, publish=lambda *_: None).take()
 
 
 # -- the scheduler alone, deterministic ------------------------------------------------------
@@ -139,6 +129,54 @@ def test_lossless_tight_ring_back_pressure_keeps_every_window(capacity: int) -> 
     assert refusals > 0
     assert dues == pytest.approx(expected_dues(N_FRAMES))
     assert ring.drops == 0 and sched.skipped == 0
+
+
+@pytest.mark.parametrize("real_fps", [60.0, 120.0])
+def test_lossless_ring_sized_for_a_lower_declared_rate_grows_instead_of_hanging(
+        real_fps: float) -> None:
+    """The runner sizes the ring from the rate the file declares; a file really at 2x or 4x
+    that rate once filled it with needed frames while no window was due (a hang). The ring
+    now grows, and every window of the file is still cut, nothing dropped."""
+    declared_capacity = int(DURATION * FPS) + 2  # one window at the declared 30 fps
+    n_frames = int(SECONDS * real_fps)
+
+    def run(capacity: int) -> tuple[FrameRing, list[tuple[int, ...]]]:
+        ring = FrameRing(capacity, (4, 4, 3), policy=BufferPolicy.LOSSLESS,
+                         window_s=DURATION + 2 / FPS)
+        sched = WindowScheduler(DURATION, STRIDE, BufferPolicy.LOSSLESS, frame_interval=FI)
+        windows: list[tuple[int, ...]] = []
+        i = 0
+        while i < n_frames:
+            if ring.push(frame(i, fps=real_fps)):
+                i += 1
+                continue
+            win = take(ring, sched)
+            assert win is not None, "ring full and nothing due: the lossless run would hang"
+            windows.append(win.seqs)
+        while (win := take(ring, sched)) is not None:
+            windows.append(win.seqs)
+        return ring, windows
+
+    ring, windows = run(declared_capacity)
+    roomy, want = run(n_frames + 1)  # holds the whole file: never full
+    assert ring.capacity > declared_capacity and roomy.capacity == n_frames + 1
+    assert windows == want and len(want) == len(expected_dues(n_frames, fps=real_fps))
+    assert ring.drops == 0
+    # The old ring (no growth) refuses the frame that would need it, with nothing due.
+    old = FrameRing(declared_capacity, (4, 4, 3), policy=BufferPolicy.LOSSLESS)
+    pushed = 0
+    while old.push(frame(pushed, fps=real_fps)):
+        pushed += 1
+    assert take(old, WindowScheduler(DURATION, STRIDE, BufferPolicy.LOSSLESS,
+                                     frame_interval=FI)) is None
+
+
+def test_lossless_ring_growth_is_bounded_then_drops_rather_than_hangs() -> None:
+    ring = FrameRing(8, (4, 4, 3), policy=BufferPolicy.LOSSLESS, window_s=100.0,
+                     max_bytes=32 * 4 * 4 * 3)
+    for i in range(100):
+        assert ring.push(frame(i))
+    assert ring.capacity == 32 and len(ring) == 32 and ring.drops == 100 - 32
 
 
 def test_latest_first_poll_still_anchors_on_the_newest_frame() -> None:

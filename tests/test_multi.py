@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -24,19 +25,23 @@ from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends import FakeBackend
 from streamclf.live.control import StreamController
 from streamclf.live.events import read_events
+from streamclf.live.parts import open_stream_parts
 from streamclf.live.pipeline import FrameSinks, LivePipeline
 from streamclf.live.sinks import Sink
 from streamclf.media.sources import open_source
 from streamclf.web import WebHub, WebServer
 from streamclf.web.link import HubSink, mjpeg_frame_sinks
-from tests.conftest import REPO
+from tests.conftest import LOCAL_DATA, REPO
 
 LABELS = ("walking", "running", "waving")
 
 
 def open_parts(config: StreamConfig) -> tuple[Any, list[Any], float, Callable[[], None]]:
     """open_stream_parts for synthetic sources, without sinks: opens at once (a bad spec
-    fails the add), the capture thread's first open takes that source."""
+    fails the add), the capture thread's first open takes that source. Other sources: the
+    real parts."""
+    if not config.source.startswith("synthetic"):
+        return open_stream_parts(config)
     first = [open_source(config.source, live=True)]
 
     def factory() -> Any:
@@ -131,7 +136,7 @@ def test_add_and_remove_streams_over_http(tmp_path: Path) -> None:
     controller.track(config)
     server.controller = controller
     server.start()
-    runner = threading.Thread(target=multi.run, kwargs={"duration_s": 6.0}, daemon=True)
+    runner = threading.Thread(target=multi.run, kwargs={"duration_s": 20.0}, daemon=True)
     runner.start()
     try:
         time.sleep(1.0)
@@ -153,11 +158,30 @@ def test_add_and_remove_streams_over_http(tmp_path: Path) -> None:
         time.sleep(1.0)
         health = request(server.port, "GET", "/api/status")[1]["streams"]
         assert set(health) == {"b", "c"} and health["c"]["windows"] > 0
+        # A stream that ends by itself (a file at pace fast) leaves the page and the
+        # controller, and its id can be used again.
+        clip = {"id": "f", "source": str(LOCAL_DATA / "ta_chi.mp4"), "pace": "fast"}
+        assert request(server.port, "POST", "/api/streams", clip)[0] == 201
+        deadline = time.monotonic() + 20
+        while "f" in hub.streams and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "f" not in request(server.port, "GET", "/api/status")[1]["streams"]
+        assert request(server.port, "GET", "/api/streams")[1] == {"streams": ["b", "c"]}
+        assert request(server.port, "POST", "/api/streams", clip)[0] == 201
+        assert "f" in request(server.port, "GET", "/api/status")[1]["streams"]
     finally:
         multi.request_stop()
         runner.join(10)
         server.stop()
-    events = check_log(tmp_path / "ev.jsonl", {"a", "b", "c"})
+    every = read_events(tmp_path / "ev.jsonl")
+    of_f = [e for e in every if e["stream"] == "f"]
+    (tmp_path / "abc.jsonl").write_text("".join(
+        json.dumps({**e, "seq": i}) + "\n"
+        for i, e in enumerate(e for e in every if e["stream"] != "f")))
+    events = check_log(tmp_path / "abc.jsonl", {"a", "b", "c"})
+    # "f" ran twice to its end: 11 windows each (10 s file, 1.6 s windows every 0.8 s).
+    assert next(e["windows"] for e in of_f if e["type"] == "stopped") == 11
+    assert [e["type"] for e in of_f].count("source_opened") == 2
     later = [e for e in events if e["type"] == "prediction" and e["ts"] > removed_at + 0.2]
     assert {e["stream"] for e in later} == {"b", "c"}  # the others kept going
 
@@ -228,3 +252,27 @@ def test_cli_repeated_sources_share_one_batching_model(tmp_path: Path, tai_chi_c
     preds = [e for e in log if e["type"] == "prediction"]
     # 10 s clip, 1.6 s windows every 0.8 s: 11 windows each, every one classified (fast pace).
     assert Counter(e["stream"] for e in preds) == {"door": 11, "cam1": 11}
+
+
+def test_a_hostile_reload_is_refused_and_later_reloads_work(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP with an alias bomb in the config once killed the reload thread; now it is one
+    logged error, the streams keep running, and the next reload applies."""
+    from tests.test_config import _alias_bomb
+
+    multi, _, config = build(tmp_path, ["a"], delay_s=0.01)
+    path = tmp_path / "cams.yaml"
+    controller = StreamController(multi, str(path), {"quiet": True})
+    controller.track(config)
+    multi.start()
+    try:
+        path.write_text(_alias_bomb())
+        with caplog.at_level(logging.ERROR, logger="streamclf"):
+            controller.reload()
+        assert "expands to more than" in caplog.text and multi.stream_ids == ["a"]
+        path.write_text("model: x3d_xs\nstreams:\n  - {id: a, source: 'synthetic:320x240@30', "
+                        "stride: 0.1}\n  - {id: b, source: 'synthetic:64x48@10'}\n")
+        controller.reload()
+        assert sorted(multi.stream_ids) == ["a", "b"]
+    finally:
+        multi.stop()

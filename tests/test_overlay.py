@@ -74,7 +74,7 @@ def test_tiny_image_is_returned_unannotated() -> None:
                                  np.zeros((240, 320, 4), np.uint8),
                                  np.zeros((240, 320, 3), np.float32), [[1, 2, 3]]])
 def test_draw_rejects_bad_images(bad: Any) -> None:
-    with pytest.raises(ValueError, match="uint8 RGB"):
+    with pytest.raises(StreamclfError, match="uint8 RGB"):
         draw_overlay(bad, STATUS)
 
 
@@ -117,9 +117,9 @@ def test_video_file_sink_errors(tmp_path: Path) -> None:
     (tmp_path / "dir.mp4").mkdir()
     with pytest.raises(DataError, match="cannot open"):
         VideoFileSink(tmp_path / "dir.mp4", fps=30.0, size=(64, 48))
-    with pytest.raises(ValueError, match="fps"):
+    with pytest.raises(StreamclfError, match="fps"):
         VideoFileSink(tmp_path / "a.mp4", fps=0.0, size=(64, 48))
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(StreamclfError, match="size"):
         VideoFileSink(tmp_path / "a.mp4", fps=30.0, size=(64, 0))
 
 
@@ -263,5 +263,5 @@ def test_on_error_callback_failure_is_contained(caplog: pytest.LogCaptureFixture
 
 
 def test_queue_size_validated() -> None:
-    with pytest.raises(ValueError, match="queue_size"):
+    with pytest.raises(StreamclfError, match="queue_size"):
         OverlayRenderer([], queue_size=0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from streamclf.errors import ConfigError, DataError
+from streamclf.media.clips import uniform_indices
 from streamclf.media.preprocess import (
     ClipTransform,
     center_crop,
@@ -16,7 +17,6 @@ from streamclf.media.preprocess import (
     pack_pathways,
     resize_and_crop,
     short_side_shape,
-    uniform_indices,
 )
 from streamclf.models import get_spec
 

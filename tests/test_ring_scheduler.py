@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from streamclf.engine.backends import FakeBackend
 from streamclf.engine.batcher import InferenceWorker, StreamSlot
 from streamclf.errors import ConfigError
-from streamclf.media.ring import FrameRing, span_indices
+from streamclf.media.clips import span_indices, uniform_indices
+from streamclf.media.ring import FrameRing
 from streamclf.media.scheduler import WindowScheduler
 from streamclf.types import BufferPolicy, Frame, Window
 
@@ -96,12 +97,10 @@ def test_windows_span_the_same_time_at_any_fps(fps: float) -> None:
 
 def test_span_indices_match_offline_rule() -> None:
     ts = np.arange(100) / 30.0
-    picks = span_indices(ts, 1.0, 2.6, 4)
+    picks = span_indices(ts, (1.0, 2.6), 4)
     inside = np.flatnonzero((ts >= 1.0) & (ts < 2.6))
-    from streamclf.media.preprocess import uniform_indices
-
     np.testing.assert_array_equal(picks, inside[uniform_indices(len(inside), 4)])
-    assert span_indices(ts, 10.0, 11.0, 4) is None
+    assert span_indices(ts, (10.0, 11.0), 4) is None
 
 
 def test_scheduler_latest_skips_and_counts() -> None:

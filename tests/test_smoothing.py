@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamclf.errors import StreamclfError
 from streamclf.live.smoothing import Change, Smoother, top_k
 
 LABELS = ("run", "walk", "sit", "jump")
@@ -46,7 +47,7 @@ def test_top_k_helper_keeps_label_order_on_ties() -> None:
     labels, scores = top_k(FLAT, LABELS, 2)
     assert labels == ("run", "walk")
     assert scores == (0.25, 0.25)
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(StreamclfError, match="labels"):
         top_k(FLAT, LABELS[:3], 2)
 
 
@@ -149,7 +150,7 @@ def test_reset_clears_the_start_streak() -> None:
 )
 def test_bad_arguments_name_the_argument(kwargs: dict[str, object], name: str) -> None:
     args: dict[str, object] = {"labels": LABELS, **kwargs}
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(StreamclfError, match=name):
         Smoother(**args)  # type: ignore[arg-type]
 
 
@@ -163,7 +164,7 @@ def test_bad_arguments_name_the_argument(kwargs: dict[str, object], name: str) -
     ],
 )
 def test_bad_probs_are_rejected(probs: np.ndarray, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(StreamclfError, match=match):
         Smoother(LABELS).update(probs)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,12 @@ import numpy as np
 import pytest
 
 from streamclf.errors import SourceError
+from streamclf.masking import mask_credentials
 from streamclf.media.sources import (
     FakeSource,
     FrameSource,
     OpenCVSource,
     SyntheticSource,
-    mask_credentials,
     open_source,
     parse_spec,
     synthetic_index,
@@ -212,7 +213,7 @@ def test_parse_spec(spec: str | int, expected: tuple[str, Any]) -> None:
         (f"ftp://bob:{SECRET}@host/x", {}, "bob:\\*\\*\\*@host"),
         ("/nonexistent/clip.mp4", {}, "file not found"),
         ("synthetic:abc", {}, "bad synthetic spec"),
-        ("synthetic:8x8@30", {}, "need width >= 24"),
+        ("synthetic:8x8@30", {}, "a width of 24 to 7680"),
         ("tests/data/README.md", {}, "not a readable video"),
         ("rtsp://127.0.0.1:9/x", {"transport": "quic"}, "bad RTSP transport 'quic'"),
     ],
@@ -281,10 +282,38 @@ def test_webcam_path_through_a_fake_capture(monkeypatch: pytest.MonkeyPatch) -> 
         ("http://cam/v.mjpg?user=a&pwd=secret&fps=5", "http://cam/v.mjpg?user=a&pwd=***&fps=5"),
         ("lost rtsp://a:b@h/1 and http://c:d@h/2", "lost rtsp://a:***@h/1 and http://c:***@h/2"),
         ("clips/a.mp4", "clips/a.mp4"),
+        ("rtsp://alice:my secret@host/x", "rtsp://alice:***@host/x"),  # a space in it
+        ("classify rtsp://alice:secret@host/x.mp4: cannot open",
+         "classify rtsp://alice:***@host/x.mp4: cannot open"),
+        ("rtsp://cam:554/x failed, ask admin@site.org",  # prose after a URL: untouched
+         "rtsp://cam:554/x failed, ask admin@site.org"),
+        ("a\nrtsp://u:p@h/1\nmail b@c", "a\nrtsp://u:***@h/1\nmail b@c"),
+        ("://x:y@z", "://x:y@z"),
     ],
 )
 def test_mask_credentials(text: str, masked: str) -> None:
     assert mask_credentials(text) == masked
+
+
+def test_masking_is_linear_in_the_length() -> None:
+    """A 60 KB hostile source once took ~3 s with the interpreter lock held (a backtracking
+    pattern), freezing every stream. Ten times the text must cost about ten times the time,
+    not a hundred: best of three, generous bound."""
+    def cost(n: int, make: Callable[[int], str]) -> float:
+        text = make(n)
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            mask_credentials(text)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    for make in (lambda n: "rtsp://" + "a:" * (n // 2), lambda n: "rtsp://u:" + "x" * n,
+                 lambda n: "a" * n + "://", lambda n: ":" * n + "@",
+                 lambda n: "rtsp://a:b " * (n // 10), lambda n: "?password=" * (n // 10)):
+        small, big = cost(20_000, make), cost(200_000, make)
+        assert big < 30 * max(small, 1e-4), (make(20)[:20], small, big)
+        assert mask_credentials(make(60_000)).count("\n") == 0
 
 
 def test_fake_source_script() -> None:
@@ -318,3 +347,16 @@ def test_close_from_another_thread_is_safe(tai_chi_clip: Path) -> None:
     src.close()
     thread.join(5.0)
     assert done.is_set() and not thread.is_alive()
+
+
+@pytest.mark.parametrize(("spec", "needle"), [
+    ("synthetic:64x64@100000", "at most 240"),  # once a MemoryError (a 60 GB ring)
+    ("synthetic:100000x64@30", "bad synthetic spec"),
+    ("synthetic:" + "9" * 5000 + "x1", "bad synthetic spec"),
+    ("synthetic:8000x64@30", "a width of 24 to 7680"),
+    ("synthetic:64x64@0", "fps above 0"),
+])
+def test_synthetic_sizes_and_rates_are_bounded(spec: str, needle: str) -> None:
+    with pytest.raises(SourceError, match=needle) as info:
+        open_source(spec)
+    assert len(str(info.value)) < 200

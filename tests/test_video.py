@@ -1,15 +1,17 @@
-"""Decoding real files: timestamps, rotation, corrupt input, clip windows, sampling modes."""
+"""Decoding real files: timestamps, rotation, corrupt input, clip windows, sampling modes.
+
+The window rule itself (spans, frames in a span, samples) is tested in test_clips.py.
+"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from streamclf.errors import ConfigError, DataError
-from streamclf.media.video import centered_windows, iter_frames, probe, read_windows, sample_frames
+from streamclf.media.video import iter_frames, probe, read_windows, sample_frames
 
 
 def test_iter_frames_gives_rgb_and_monotonic_timestamps(tai_chi_clip: Path) -> None:
@@ -82,16 +84,6 @@ def test_truncated_file(tmp_path: Path, tai_chi_clip: Path) -> None:
             pass
 
 
-def test_centered_windows() -> None:
-    assert centered_windows(10.0, 1.6) == [pytest.approx((4.2, 5.8))]
-    assert centered_windows(1.0, 1.6) == [(0.0, math.inf)]
-    assert centered_windows(0.0, 1.6) == [(0.0, math.inf)]
-    three = centered_windows(10.0, 2.0, 3)
-    assert three == [(0.0, 2.0), (4.0, 6.0), (8.0, 10.0)]
-    with pytest.raises(ConfigError, match="num_clips must be >= 1"):
-        centered_windows(10.0, 2.0, 0)
-
-
 def test_read_windows_selects_by_timestamp(tai_chi_clip: Path) -> None:
     (frames, stamps), = read_windows(tai_chi_clip, [(4.2, 5.8)], frame_fn=lambda f: f[:2, :2])
     assert all(4.2 <= t < 5.8 for t in stamps)
@@ -111,3 +103,30 @@ def test_sample_frames_modes(tai_chi_clip: Path) -> None:
         sample_frames(tai_chi_clip, "time_step_sample")
     with pytest.raises(ConfigError, match="num_samples > 0"):
         sample_frames(tai_chi_clip, "uniform_temporal_subsample")
+
+
+def test_a_file_cut_after_the_sampled_clip_is_caught(
+        tmp_path: Path, tai_chi_clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An MP4 with its index at the front, cut in half: the centred clip decodes fine, so
+    `classify` once exited 0. The end is now checked against the declared length."""
+    import shutil
+    import subprocess
+
+    from streamclf.cli.main import main
+    from streamclf.media.video import check_end
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (apt install ffmpeg)")
+    whole = tmp_path / "faststart.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tai_chi_clip), "-c", "copy",
+                    "-movflags", "+faststart", str(whole)], check=True, timeout=60)
+    half = tmp_path / "half.mp4"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    check_end(whole)
+    with pytest.raises(DataError, match=r"corrupt or truncated video: its data ends near"):
+        check_end(half)
+    args = ["classify", str(half), "--weights", "random", "--backend", "torch"]
+    assert main(args) == 1
+    assert "use --allow-truncated" in capsys.readouterr().err
+    assert main([*args, "--allow-truncated"]) == 0
+    assert capsys.readouterr().out.startswith(f"{half}: ")

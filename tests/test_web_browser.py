@@ -3,13 +3,18 @@ served by a real ``streamclf serve`` process streaming a real clip."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +30,12 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def serve(tmp_path: Path, tai_chi_clip: Path) -> Iterator[tuple[str, Path]]:
-    """``streamclf serve`` on a looping real clip; yields (url, event log)."""
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory, tai_chi_clip: Path
+          ) -> Iterator[tuple[str, Path]]:
+    """``streamclf serve`` on a looping real clip (one for the module); yields (url, event
+    log)."""
+    tmp_path = tmp_path_factory.mktemp("serve")
     events, log = tmp_path / "events.jsonl", tmp_path / "serve.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
@@ -44,6 +52,13 @@ def serve(tmp_path: Path, tai_chi_clip: Path) -> Iterator[tuple[str, Path]]:
             url = found.group(1) if found else None
             time.sleep(0.1)
         assert url, f"serve did not start (exit {proc.poll()}): {log.read_text()}"
+        # Up means the stream runs (and with it the controller behind /api/streams).
+        streams: list[str] = []
+        while "hall" not in streams and time.monotonic() < deadline and proc.poll() is None:
+            with urllib.request.urlopen(url + "api/streams", timeout=10) as resp:
+                streams = json.loads(resp.read())["streams"]
+            time.sleep(0.1)
+        assert "hall" in streams, f"the stream did not start: {log.read_text()}"
         yield url, events
     finally:
         proc.send_signal(signal.SIGINT)
@@ -114,3 +129,85 @@ def test_page_in_headless_chromium(serve: tuple[str, Path], tai_chi_clip: Path,
             assert errors == []
         finally:
             browser.close()
+
+
+ATTACK_PAGE = """<!doctype html><html><body>
+<iframe name="sink"></iframe>
+<form id="f" method="POST" enctype="text/plain" target="sink" action="TARGETapi/streams">
+<input name='{"id":"formv","source":"synthetic:64x64@5","output":"VICTIM","x":"' value='"}'>
+</form>
+<script>
+const item = {id: "v", source: "synthetic:64x64@5", output: "VICTIM"};
+const form = new FormData();
+form.append("file", new Blob(["not a video"]), "x.mp4");
+Promise.allSettled([
+  fetch("TARGETapi/streams", {method: "POST", mode: "no-cors",
+        headers: {"Content-Type": "text/plain"}, body: JSON.stringify(item)}),
+  fetch("TARGETapi/streams", {method: "POST", mode: "no-cors", body: JSON.stringify(item)}),
+  fetch("TARGETapi/classify", {method: "POST", mode: "no-cors", body: form}),
+]).then(() => { document.getElementById("f").submit(); document.title = "sent"; });
+</script></body></html>"""
+
+
+def _browser(sync_api: object, pw: object, *rules: str) -> object:
+    return pw.chromium.launch(  # type: ignore[attr-defined]
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", *rules])
+
+
+def test_a_page_on_another_site_cannot_add_streams_or_write_files(
+        serve: tuple[str, Path], tmp_path: Path) -> None:
+    """The reported attack in a real browser: a page on another site (evil.test, resolved
+    to 127.0.0.1) posts a stream with an output path as text/plain JSON, with a bare
+    fetch, as a text/plain form, and uploads a file. Nothing is added, nothing is written."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e .[dev])")
+    url, _ = serve
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"precious")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "attack.html").write_text(ATTACK_PAGE.replace("TARGET", url)
+                                      .replace("VICTIM", str(victim)))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=attacker.serve_forever, kwargs={"poll_interval": 0.1},
+                              daemon=True)
+    thread.start()
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = _browser(sync_api, pw, "--host-resolver-rules=MAP evil.test 127.0.0.1")
+            try:
+                page = browser.new_page()  # type: ignore[attr-defined]
+                page.goto(f"http://evil.test:{attacker.server_address[1]}/attack.html")
+                page.wait_for_function("() => document.title === 'sent'", timeout=15_000)
+                time.sleep(1.5)  # a stream, had one been added, would have started writing
+            finally:
+                browser.close()  # type: ignore[attr-defined]
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+        thread.join(5)
+    with urllib.request.urlopen(url + "api/streams", timeout=10) as resp:
+        assert json.loads(resp.read()) == {"streams": ["hall"]}
+    assert victim.read_bytes() == b"precious"
+
+
+def test_dns_rebinding_gets_no_page(serve: tuple[str, Path]) -> None:
+    """A name the attacker controls, rebound to our address: the browser sends its own
+    Host, and every endpoint refuses it."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e .[dev])")
+    url, _ = serve
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with sync_api.sync_playwright() as pw:
+        browser = _browser(sync_api, pw, "--host-resolver-rules=MAP rebind.test 127.0.0.1")
+        try:
+            page = browser.new_page()  # type: ignore[attr-defined]
+            for path in ("", "api/status", "api/streams"):
+                response = page.goto(f"http://rebind.test:{port}/{path}")
+                assert response is not None and response.status == 421, path
+            assert page.goto(url) is not None  # the real address still works
+            assert page.goto(url + "api/status").status == 200
+        finally:
+            browser.close()  # type: ignore[attr-defined]

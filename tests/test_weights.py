@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -375,9 +376,9 @@ def test_checkpoint_with_pickled_code_is_refused_unexecuted(
     evil = tmp_path / "evil.pth"
     torch.save({"model_state": dict(served_sd), "extra": _Payload(marker)}, evil)
 
-    with pytest.raises(WeightsError, match="pickled") as info:
+    with pytest.raises(WeightsError, match="contains Python code") as info:
         load_model(MODEL, evil, device="cpu")
-    assert "weights-only" in str(info.value)
+    assert "weights-only" in str(info.value) and "_leave_marker" in str(info.value)
     assert "\n" not in str(info.value)
     assert not marker.exists(), "the checkpoint's code was executed"
 
@@ -389,8 +390,26 @@ def test_checkpoint_with_pickled_code_is_refused_unexecuted(
 def test_checkpoint_holding_a_function_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "fn.pt"
     torch.save({"hook": _leave_marker}, path)
-    with pytest.raises(WeightsError, match="pickled"):
+    with pytest.raises(WeightsError, match="contains Python code"):
         load_model(MODEL, path, device="cpu")
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_an_os_system_pickle_is_refused_as_code_not_called_corrupt(
+        tmp_path: Path, protocol: int) -> None:
+    """A plain pickle that calls ``os.system`` (not torch's zip format) was once reported as
+    "corrupt"; torch's reader gives up on protocol 4 before naming the global."""
+    import pickle
+
+    class System:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"weight": System()}, protocol=protocol))
+    with pytest.raises(WeightsError, match=r"contains Python code \((posix|os)\.system\)"):
+        load_model(MODEL, path, device="cpu")
+    assert not (tmp_path / "ran").exists()
 
 
 # --------------------------------------------------------------------------- mismatches

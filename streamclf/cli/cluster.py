@@ -1,10 +1,11 @@
 """``streamclf cluster run``: the streams of a config on a Ray cluster, one event log.
 
 Registered in :mod:`streamclf.cli.main` (``add_parser`` builds the sub-command, ``run`` is its
-handler). Exit status: 0 after a clean end (deadline, every file done, or SIGINT/SIGTERM);
-1 on a user error (bad config, unreachable ``--address``, model or sources that cannot be
-loaded) or when a stream ended with an error (each printed on one line); 130 when
-interrupted while the actors were still starting.
+handler). Exit status, as ``streamclf run``'s: 0 after a clean end (deadline, every file
+done, or SIGINT/SIGTERM), also when some streams ended with an error (each printed on one
+line); 1 when every stream failed, or on a user error (bad config, unreachable
+``--address``, model or sources that cannot be loaded); 130 when interrupted while the
+actors were still starting.
 """
 
 from __future__ import annotations
@@ -12,22 +13,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
+from streamclf.cli import checks
+from streamclf.cli.common import ExitCode
 from streamclf.config import RunConfig
-from streamclf.errors import ConfigError
-from streamclf.media.sources import mask_credentials
+from streamclf.masking import mask_credentials
+from streamclf.signals import stop_on_signals
 from streamclf.sinks.webhook import WebhookForwarder, check_webhook_url
 
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger("streamclf")
-
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -47,8 +46,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="auto (the cluster of `ray start` on this machine), HOST:PORT (the "
                         "head's GCS) or ray://HOST:PORT (Ray Client); default: start a local "
                         "Ray instance on 127.0.0.1")
-    p.add_argument("--events", default=None, help="JSON Lines event log (overrides the config)")
-    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    p.add_argument("--events", default=None, metavar="LOG",
+                   help="JSON Lines event log (default: the config's)")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after this many seconds (default: the config's, else never)")
     p.add_argument("--webhook", default=None, metavar="URL",
                    help="also POST every event as JSON to this http(s) URL (non-blocking)")
     p.add_argument("--webhook-timeout", type=float, default=2.0, metavar="S",
@@ -66,13 +67,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="CPUs of the local Ray instance (without --address; default: all)")
     p.add_argument("--start-timeout", type=float, default=300.0, metavar="S",
                    help="longest wait for the actors to be placed and loaded (default 300)")
-    p.add_argument("--quiet", action="store_true", default=None, help="no status lines")
+    p.add_argument("--quiet", action="store_true", default=None,
+                   help="no status lines (default: the config's quiet)")
     return cluster
-
-
-def _positive(name: str, value: float | None, zero_ok: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not zero_ok)):
-        raise ConfigError(f"--{name} must be {'>= 0' if zero_ok else '> 0'}, got {value:g}")
 
 
 def _absolute(config: RunConfig) -> RunConfig:
@@ -98,15 +95,20 @@ def _load(args: argparse.Namespace) -> RunConfig:
     from streamclf.config import load_config
 
     for name in ("duration", "webhook_timeout", "model_cpus", "stream_cpus", "start_timeout"):
-        _positive(name.replace("_", "-"), getattr(args, name))
-    _positive("model-gpus", args.model_gpus, zero_ok=True)
+        checks.check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    checks.check_min("--model-gpus", args.model_gpus, 0)
     for name in ("model_actors", "num_cpus"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+        checks.check_min(f"--{name.replace('_', '-')}", getattr(args, name), 1)
     if args.webhook:
         check_webhook_url(args.webhook)
     config = load_config(args.config, {"events": args.events, "duration": args.duration,
                                        "quiet": args.quiet, "webhook": args.webhook})
+    if args.address is None:  # a local instance: the paths are this machine's
+        checks.check_run(config, every_source=False)
+    else:  # the nodes' files may not be here; what is here is checked
+        checks.check_model(config.model, device=config.device)
+        if config.events:
+            checks.check_output("events", config.events)
     return _absolute(config)
 
 
@@ -128,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
                  inline=True)
     webhook = None
     connection = None
-    stop = threading.Event()
-    previous: dict[signal.Signals, Any] = {}
     try:
         connection = connect(args.address, num_cpus=args.num_cpus)
         log.info("ray: %s", connection.address)
@@ -137,19 +137,15 @@ def run(args: argparse.Namespace) -> int:
             webhook = WebhookForwarder(config.webhook, timeout_s=args.webhook_timeout)
             webhook.start()
             bus.add_sink(webhook, "webhook", inline=True)  # never blocks: its own queue
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
-                previous[sig] = signal.signal(sig, lambda *_: stop.set())
         status = None if config.quiet else sys.stderr
-        runner = ClusterRunner(config, options, bus, stop, status)
-        try:
-            outcome = runner.run(config.duration)
-        except Interrupted:
-            print("streamclf: interrupted", file=sys.stderr, flush=True)
-            return EXIT_INTERRUPTED
+        with stop_on_signals() as stop:  # after ray.init, which sets its own
+            runner = ClusterRunner(config, options, bus, stop, status)
+            try:
+                outcome = runner.run(config.duration)
+            except Interrupted:
+                print("streamclf: interrupted", file=sys.stderr, flush=True)
+                return ExitCode.INTERRUPTED
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         bus.close(2.0)  # the webhook sends what is queued, then the log closes
         if webhook is not None:
             log.info("webhook: %s", webhook.summary())
@@ -160,4 +156,5 @@ def run(args: argparse.Namespace) -> int:
             disconnect(connection)
     for message in outcome.errors:
         print(f"streamclf: error: stream {message}", file=sys.stderr, flush=True)
-    return EXIT_ERROR if outcome.errors else EXIT_OK
+    every_stream_failed = len(outcome.errors) >= len(config.streams) > 0
+    return ExitCode.ERROR if every_stream_failed else ExitCode.OK

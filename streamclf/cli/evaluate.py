@@ -12,23 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from streamclf.cli import checks
+from streamclf.cli.common import ExitCode, add_data_argument, resolve_data
+from streamclf.cli.flags import add_model_flags
 from streamclf.errors import ConfigError
-from streamclf.offline.datasets import read_dataset
+from streamclf.offline.datasets import DatasetItem, read_dataset
+from streamclf.signals import stop_on_signals
 
 if TYPE_CHECKING:
-    from streamclf.offline.evaluate import FileResult
+    from streamclf.offline.classify import ActionClassifier
+    from streamclf.offline.evaluate import Evaluation, FileResult
 
 __all__ = ["add_parser", "run"]
 
 log = logging.getLogger("streamclf")
-
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -39,25 +42,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     "(recall@1 = mean hit ratio), per-class recall, the most confused pairs, "
                     "videos/s and every file that failed.",
     )
-    p.add_argument("data", metavar="DATA",
-                   help="CSV with path,label columns (id optional; relative paths are "
-                        "relative to the CSV) or a folder of class_name/video.ext")
-    p.add_argument("--model", default="x3d_xs", help="zoo model name (see `streamclf models`)")
-    p.add_argument("--weights", default="kinetics400",
-                   help="kinetics400 (download once), a checkpoint PATH, or random")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--backend", default="torch",
-                   choices=["auto", "torch", "onnxruntime", "openvino"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"])
-    p.add_argument("--classmap", default=None, help="JSON/text file replacing the label list")
-    p.add_argument("--workers", type=int, default=2,
+    add_data_argument(p, "CSV with path,label columns (id optional; relative paths are "
+                         "relative to the CSV) or a folder of class_name/video.ext")
+    add_model_flags(p, helps={"topk": "labels kept per file in --predictions"})
+    p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="decoding threads feeding the one model (default 2)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="inference threads (default: every core but one)")
-    p.add_argument("--clips", type=int, default=1,
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="inference threads (default: all cores but one)")
+    p.add_argument("--clips", type=int, default=1, metavar="N",
                    help="clips per file, evenly spread, probabilities averaged (default 1)")
-    p.add_argument("--topk", type=int, default=5,
-                   help="labels kept per file in --predictions (default 5)")
     p.add_argument("--path-column", default=None,
                    help="CSV column of the video paths (default: path, file or video)")
     p.add_argument("--label-column", default=None,
@@ -78,15 +71,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the dataset is read and the model loads."""
+    resolve_data(args)
     for name in ("workers", "clips", "topk", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}")
+        checks.check_min(f"--{name}", getattr(args, name), 1)
     for option in ("report", "markdown", "predictions"):
         target = getattr(args, option)
-        if target and Path(target).is_dir():
-            raise ConfigError(f"--{option} {target} is a folder; give a file name")
-        if target and not Path(target).parent.is_dir():
-            raise ConfigError(f"--{option} {target}: folder {Path(target).parent} does not exist")
+        if target:
+            checks.check_output(f"--{option}", target, make_parents=False)
+    checks.check_model(args.model, args.weights, args.classmap, args.device)
 
 
 def _prediction_line(result: FileResult, topk: int) -> str:
@@ -121,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from streamclf.engine.runtime import default_inference_threads
     from streamclf.offline.classify import ActionClassifier
     from streamclf.offline.datasets import match_labels
-    from streamclf.offline.evaluate import RECALL_AT, build_report, evaluate, markdown_report
+    from streamclf.offline.evaluate import RECALL_AT, build_report, markdown_report
     from streamclf.progress import Progress
 
     threads = args.threads or default_inference_threads()
@@ -148,20 +141,10 @@ def run(args: argparse.Namespace) -> int:
             predictions.flush()
         progress.update(counts["done"], counts["failed"])
 
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if args.engine == "ray":  # the same classification, on a pool of Ray actors
-            from streamclf.cluster.evaluate import evaluate_from_args
-
-            outcome = evaluate_from_args(args, items, threads, clf.topk, stop, on_result)
-        else:
-            outcome = evaluate(clf, items, workers=args.workers, clips=args.clips,
-                               fail_fast=args.fail_fast, stop=stop, on_result=on_result)
+        with stop_on_signals() as stop:
+            outcome = _evaluate(args, clf, items, threads, stop, on_result)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if predictions is not None:
             predictions.close()
         progress.close()
@@ -181,11 +164,24 @@ def run(args: argparse.Namespace) -> int:
     return _status(report)
 
 
+def _evaluate(args: argparse.Namespace, clf: ActionClassifier, items: Sequence[DatasetItem],
+              threads: int, stop: threading.Event,
+              on_result: Callable[[FileResult], None]) -> Evaluation:
+    if args.engine == "ray":  # the same classification, on a pool of Ray actors
+        from streamclf.cluster.evaluate import evaluate_from_args
+
+        return evaluate_from_args(args, items, threads, clf.topk, stop, on_result)
+    from streamclf.offline.evaluate import evaluate
+
+    return evaluate(clf, items, workers=args.workers, clips=args.clips,
+                    fail_fast=args.fail_fast, stop=stop, on_result=on_result)
+
+
 def _status(report: dict[str, Any]) -> int:
     if report["stopped"] == "interrupted":
         print("streamclf: interrupted (the report covers the files done so far)",
               file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     failed = report["failed"]
     if report["stopped"] == "fail-fast":
         first = failed[-1]
@@ -196,6 +192,6 @@ def _status(report: dict[str, Any]) -> int:
         message = (f"no video could be evaluated: no dataset label matches a class of "
                    f"{report['model']} (see unmatched_labels; --classmap sets the class names)")
     else:
-        return EXIT_OK
+        return ExitCode.OK
     print(f"streamclf: error: {message}", file=sys.stderr, flush=True)
-    return EXIT_ERROR
+    return ExitCode.ERROR

@@ -25,6 +25,7 @@ from typing import Any
 
 from streamclf.offline.datasets import DatasetItem
 from streamclf.offline.evaluate import Evaluation, FileResult
+from streamclf.signals import keep_handlers
 
 __all__ = ["EvalActor", "add_engine_options", "evaluate_from_args", "evaluate_on_ray"]
 
@@ -201,10 +202,8 @@ def evaluate_from_args(args: argparse.Namespace, items: Sequence[DatasetItem], t
         value = classifier[key]
         if value and os.path.exists(value):
             classifier[key] = os.path.abspath(value)
-    previous = signal.getsignal(signal.SIGTERM)
-    connection = connect(args.address)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)  # ray.init sets its own; keep the caller's
+    with keep_handlers(signal.SIGTERM):  # ray.init sets its own; keep the caller's
+        connection = connect(args.address)
     try:
         return evaluate_on_ray(classifier, items, threads=threads, workers=args.workers,
                                clips=args.clips, fail_fast=args.fail_fast, stop=stop,

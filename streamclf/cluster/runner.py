@@ -99,6 +99,9 @@ class ClusterRunner:
     def __init__(self, config: RunConfig, options: ClusterOptions, bus: EventBus,
                  stop: threading.Event | None = None,
                  status_out: TextIO | None = None) -> None:
+        from streamclf.outputs import check_outputs
+
+        check_outputs(config)
         self.config, self.options, self.bus = config, options, bus
         self.status_out = status_out
         self.stop = stop or threading.Event()

@@ -30,7 +30,8 @@ from streamclf.engine.batcher import InferenceWorker
 from streamclf.errors import ModelError, StreamclfError
 from streamclf.live.runner import StreamRunner
 from streamclf.live.sinks import EventBus
-from streamclf.media.sources import FrameSource, mask_credentials, open_source, parse_spec
+from streamclf.masking import mask_credentials
+from streamclf.media.sources import FrameSource, open_source, parse_spec
 from streamclf.models.registry import get_spec
 from streamclf.types import Event, StreamTotals
 

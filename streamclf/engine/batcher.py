@@ -1,9 +1,13 @@
-"""``InferenceWorker``: the one thread that runs the model for every stream.
+"""``InferenceWorker``: the one batcher, the thread that runs the model for every stream.
 
-It polls each stream's scheduler, gathers the due window from the stream's ring,
-runs the backend and hands the result to the stream's ``publish`` callback.
-Nothing waits on it: capture keeps filling the rings, and a slow model simply
-sees fewer, fresher windows (the scheduler counts the skipped ones).
+It asks each of its :class:`WindowSource` s for a due window, batches them, runs the backend
+and hands each result back through the source's ``publish``. Two kinds of source exist:
+
+* :class:`StreamSlot` (a live stream: its ring and scheduler). Nothing waits on the worker:
+  capture keeps filling the rings, and a slow model simply sees fewer, fresher windows
+  (the scheduler counts the skipped ones).
+* :class:`~streamclf.engine.submit.SubmitSlot` (clips handed in from other threads: the
+  cluster's model actors), so that a cluster batches with this same code.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -22,11 +27,34 @@ from streamclf.media.ring import FrameRing
 from streamclf.media.scheduler import WindowScheduler
 from streamclf.types import Window
 
-__all__ = ["InferenceWorker", "StreamSlot"]
+__all__ = ["InferenceWorker", "StreamSlot", "WindowSource"]
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Window, np.ndarray, np.ndarray, float], None]
+
+
+class WindowSource(Protocol):
+    """What the worker batches from. ``take``, ``due`` and ``publish`` are called on the
+    worker thread only; ``busy`` is set by the worker from just before it takes a window
+    until that window is published (or failed)."""
+
+    stream: str
+    busy: bool
+    windows: int
+
+    def take(self) -> Window | None:
+        """The next due window, or None."""
+        ...
+
+    def due(self) -> bool:
+        """A window is due now (without taking it)."""
+        ...
+
+    def publish(self, window: Window, probs: np.ndarray, features: np.ndarray,
+                inference_ms: float) -> None:
+        """The model's ``(K,)`` probabilities and ``(D,)`` features for ``window``."""
+        ...
 
 
 @dataclass
@@ -49,6 +77,31 @@ class StreamSlot:
     # Set by the worker from just before it takes a window until that window is published
     # (or failed), so that "nothing due" at end of file does not miss one still in the model.
     busy: bool = field(default=False, init=False)
+
+    def take(self) -> Window | None:
+        """The due window (gathered from the ring), or None; releases the frames no later
+        window needs."""
+        if self.ring.epoch != self.epoch:
+            self.epoch = self.ring.epoch
+            self.scheduler.reset()
+            self.on_reset()
+        span = self.ring.span()
+        if span is None:
+            return None
+        due = self.scheduler.poll(*span)
+        if due is None:
+            return None
+        window = self.ring.window(due, self.scheduler.duration, self.num_frames)
+        keep_from = self.scheduler.next_window_start()
+        if keep_from is not None:
+            self.ring.release_before(keep_from)
+        if window is None or window.epoch != self.epoch:
+            return None
+        return window
+
+    def due(self) -> bool:
+        span = self.ring.span()
+        return span is not None and self.scheduler.peek(*span)
 
 
 class InferenceWorker:
@@ -89,12 +142,14 @@ class InferenceWorker:
         self.max_wait_s = float(max_wait_ms) / 1000.0
         self._on_error = on_error or (lambda s, e: log.error("inference failed on %s: %s", s, e))
         self._idle_wait_s = idle_wait_s
-        self._slots: dict[str, StreamSlot] = {}
+        self._slots: dict[str, WindowSource] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamclf-inference", daemon=True)
         self.clips = 0
+        #: Windows in the batch being published (read it from ``publish``).
+        self.batch_size = 0
         self.batches = 0
         self.errors = 0
         self.busy_s = 0.0
@@ -102,7 +157,7 @@ class InferenceWorker:
         self._last_done: float | None = None
 
     # -- control ---------------------------------------------------------------------------
-    def add_stream(self, slot: StreamSlot) -> None:
+    def add_stream(self, slot: WindowSource) -> None:
         with self._lock:
             self._slots[slot.stream] = slot
         self._wake.set()
@@ -137,8 +192,7 @@ class InferenceWorker:
         with self._lock:
             slots = [s for s in self._slots.values() if stream is None or s.stream == stream]
         for slot in slots:
-            span = slot.ring.span()
-            if span is not None and slot.scheduler.peek(*span):
+            if slot.due():
                 return False
             # Read after the scheduler: a window it no longer shows as due was taken with
             # ``busy`` already set, which stays set until that window is published.
@@ -152,7 +206,7 @@ class InferenceWorker:
         while not self._stop.is_set():
             with self._lock:
                 slots = list(self._slots.values())
-            batch: list[tuple[StreamSlot, Window]] = []
+            batch: list[tuple[WindowSource, Window]] = []
             if slots:
                 # Rotate the starting stream so that no stream starves.
                 turn = (turn + 1) % len(slots)
@@ -163,11 +217,11 @@ class InferenceWorker:
                 self._wake.wait(self._idle_wait_s)
                 self._wake.clear()
 
-    def _collect(self, slots: list[StreamSlot]) -> list[tuple[StreamSlot, Window]]:
+    def _collect(self, slots: list[WindowSource]) -> list[tuple[WindowSource, Window]]:
         """One due window from each of up to ``max_batch`` streams, waiting at most
         ``max_wait_s`` for more streams to become due."""
         want = min(self.max_batch, len(slots))
-        batch: list[tuple[StreamSlot, Window]] = []
+        batch: list[tuple[WindowSource, Window]] = []
         pending = list(slots)
         deadline: float | None = None
         while pending and not self._stop.is_set():
@@ -175,7 +229,7 @@ class InferenceWorker:
                 slot.busy = True
                 window = None
                 try:
-                    window = self._take(slot)
+                    window = slot.take()
                 finally:
                     slot.busy = window is not None
                 if window is not None:
@@ -193,27 +247,7 @@ class InferenceWorker:
             self._wake.clear()
         return batch
 
-    def _take(self, slot: StreamSlot) -> Window | None:
-        """The slot's due window (gathered from its ring), or None."""
-        if slot.ring.epoch != slot.epoch:
-            slot.epoch = slot.ring.epoch
-            slot.scheduler.reset()
-            slot.on_reset()
-        span = slot.ring.span()
-        if span is None:
-            return None
-        due = slot.scheduler.poll(*span)
-        if due is None:
-            return None
-        window = slot.ring.window(due, slot.scheduler.duration, slot.num_frames)
-        keep_from = slot.scheduler.next_window_start()
-        if keep_from is not None:
-            slot.ring.release_before(keep_from)
-        if window is None or window.epoch != slot.epoch:
-            return None
-        return window
-
-    def _infer(self, batch: list[tuple[StreamSlot, Window]]) -> None:
+    def _infer(self, batch: list[tuple[WindowSource, Window]]) -> None:
         t0 = time.perf_counter()
         try:
             probs, feats = self.backend.infer([window.frames for _, window in batch])
@@ -232,6 +266,7 @@ class InferenceWorker:
             gap = max(now - self._last_done, 1e-6) / len(batch)
             self._rate = 1.0 / gap if self._rate == 0 else 0.8 * self._rate + 0.2 / gap
         self._last_done = now
+        self.batch_size = len(batch)
         for i, (slot, window) in enumerate(batch):
             slot.windows += 1
             try:

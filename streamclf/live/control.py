@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from streamclf.config import RunConfig, StreamConfig, load_config, stream_keys
 from streamclf.errors import ConfigError, StreamclfError
 from streamclf.live.pipeline import LivePipeline, RunResult
+from streamclf.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from streamclf.web.server import WebServer
@@ -65,6 +65,7 @@ class StreamController:
         # A new stream starts from the schema's defaults, not another stream's own.
         config = _stream_from(item)
         with self._lock:
+            self._running()
             self.multi.add_stream(config)
             self._configs[config.stream_id] = config
         return {"added": config.stream_id, "streams": self.multi.stream_ids}
@@ -95,7 +96,7 @@ class StreamController:
                         "batching stay as they are until a restart")
         wanted = {c.stream_id: c for c in fresh.streams}
         with self._lock:
-            current = dict(self._configs)
+            current = self._running()
         for sid, config in current.items():
             if sid not in wanted or wanted[sid] != config:
                 self._safely(self.remove, sid)
@@ -107,6 +108,14 @@ class StreamController:
                         self._configs[config.stream_id] = config
                 self._safely(start)
         log.info("config reloaded: streams %s", ", ".join(self.multi.stream_ids))
+
+    def _running(self) -> dict[str, StreamConfig]:
+        """The configs of the streams still running; streams that ended by themselves (a
+        file at its end, a camera that gave up) are forgotten, so a reload starts them
+        again. Call with the lock held."""
+        running = set(self.multi.stream_ids)
+        self._configs = {sid: c for sid, c in self._configs.items() if sid in running}
+        return dict(self._configs)
 
     @staticmethod
     def _safely(fn: Any, *args: Any) -> None:
@@ -167,33 +176,33 @@ def run_streams(config: RunConfig, config_path: str | None, overrides: dict[str,
               f"{multi.backend_reason}, batches of up to {config.max_batch}",
               file=sys.stderr, flush=True)
 
-    def on_stop(signum: int, _frame: object) -> None:
+    def on_stop() -> None:
         multi.request_stop()
         if web is not None:
             web.stop_requested.set()
 
     reload_requested = threading.Event()
-    handlers = {signal.SIGINT: on_stop, signal.SIGTERM: on_stop}
-    if hasattr(signal, "SIGHUP"):
-        handlers[signal.SIGHUP] = lambda *_: reload_requested.set()
-    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     watcher_stop = threading.Event()
 
     def watch_reload() -> None:  # reloads run here, not in the signal handler
         while not watcher_stop.wait(0.1):
             if reload_requested.is_set():
                 reload_requested.clear()
-                controller.reload()
+                try:
+                    controller.reload()
+                except Exception as exc:  # a bad reload must not end later reloads
+                    log.error("config reload failed, nothing changed: %s",
+                              str(exc).splitlines()[0][:200] if str(exc) else
+                              type(exc).__name__)
 
     watcher = threading.Thread(target=watch_reload, name="config-reload", daemon=True)
     watcher.start()
     try:
-        result = multi.run(shared.duration)
+        with stop_on_signals(on_stop=on_stop, on_hangup=reload_requested.set):
+            result = multi.run(shared.duration)
     finally:
         watcher_stop.set()
         watcher.join(2.0)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     for sid, totals in result.streams.items():
         if totals.error:
             print(f"streamclf: error: {sid}: {totals.error}", file=sys.stderr, flush=True)

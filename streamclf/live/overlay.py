@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from streamclf._lazy import cv2_module
-from streamclf.errors import DataError, StreamclfError
+from streamclf.errors import ConfigError, DataError, StreamclfError
 from streamclf.types import Prediction
 
 __all__ = ["FakeSink", "FrameSink", "OverlayRenderer", "OverlayStatus", "VideoFileSink",
@@ -81,13 +81,13 @@ def draw_overlay(image: np.ndarray, status: OverlayStatus) -> np.ndarray:
     ``image``: ``(H, W, 3)`` uint8 RGB, not modified. Returns a new ``(H, W, 3)`` uint8 RGB
     array with a dark semi-transparent panel top-left; text size follows the image height
     (legible from 320x240 to 1080p); top-k rows that do not fit are left out; an image under
-    64x48 comes back unannotated. Raises ValueError if ``image`` is not ``(H, W, 3)`` uint8.
+    64x48 comes back unannotated. Raises DataError if ``image`` is not ``(H, W, 3)`` uint8.
 
     Thread-safety: pure function; safe from any thread.
     """
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
             or image.dtype != np.uint8:
-        raise ValueError("image must be (H, W, 3) uint8 RGB, got "
+        raise DataError("image must be (H, W, 3) uint8 RGB, got "
                          f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}")
     out = np.ascontiguousarray(image).copy()
     h, w = out.shape[:2]
@@ -146,7 +146,7 @@ class VideoFileSink:
     """Writes frames to ``path`` (.mp4: mp4v, .avi: MJPG; folder created) at ``fps`` (> 0).
 
     ``size`` is ``(width, height)``; frames of another size are resized to it. Raises
-    ValueError for a bad ``fps``/``size``, DataError for another extension or a file that
+    ConfigError for a bad ``fps``/``size``, DataError for another extension or a file that
     cannot be opened for writing, and from :meth:`write` once the file stops taking data (disk
     full, file size limit, I/O error: the message names the path and the OS error).
     Thread-safety: not thread-safe; one writer thread.
@@ -154,9 +154,9 @@ class VideoFileSink:
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise ValueError(f"fps must be a number > 0, got {fps!r}")
+            raise ConfigError(f"fps must be a number > 0, got {fps!r}")
         if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
-            raise ValueError(f"size must be (width, height) positive integers, got {size!r}")
+            raise ConfigError(f"size must be (width, height) positive integers, got {size!r}")
         self.path, self.size = Path(path), (int(size[0]), int(size[1]))
         fourcc = _FOURCC.get(self.path.suffix.lower())
         if fourcc is None:
@@ -296,7 +296,7 @@ class OverlayRenderer:
     def __init__(self, sinks: Sequence[FrameSink], on_error: Callable[[str], None] | None = None,
                  queue_size: int = 2, name: str = "overlay-renderer") -> None:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ValueError(f"queue_size must be an integer >= 1, got {queue_size!r}")
+            raise ConfigError(f"queue_size must be an integer >= 1, got {queue_size!r}")
         self._sinks, self._on_error = list(sinks), on_error
         self._queue: deque[tuple[np.ndarray, OverlayStatus]] = deque(maxlen=queue_size)
         self._cond, self._stop, self._deadline = threading.Condition(), threading.Event(), math.inf

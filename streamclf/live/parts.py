@@ -10,7 +10,8 @@ from typing import Any
 
 from streamclf.config import StreamConfig
 from streamclf.errors import SourceError
-from streamclf.media.sources import FrameSource, mask_credentials
+from streamclf.masking import mask_credentials
+from streamclf.media.sources import FrameSource
 
 __all__ = ["LIVE_KINDS", "OpenStream", "StreamParts", "open_stream_parts"]
 

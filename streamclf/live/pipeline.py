@@ -93,12 +93,14 @@ class LivePipeline:
         from streamclf.engine.load import load_backend
         from streamclf.media.sources import parse_spec
         from streamclf.models.registry import get_spec
+        from streamclf.outputs import check_outputs
 
         if not isinstance(config, RunConfig):
             raise ConfigError(f"LivePipeline needs a RunConfig, got {type(config).__name__}")
         self.config = config
         for stream in config.streams:
             parse_spec(stream.source)  # an unknown URL scheme fails before the model loads
+        check_outputs(config)  # no output over an input or a foreign file, before opening
         if backend is None:
             loaded = load_backend(config)
             self.spec, self.backend, self.backend_reason = (loaded.spec, loaded.backend,

@@ -29,11 +29,13 @@ from streamclf.live.overlay import OverlayRenderer, OverlayStatus
 from streamclf.live.parts import LIVE_KINDS
 from streamclf.live.sinks import EventBus
 from streamclf.live.smoothing import Smoother, top_k
+from streamclf.masking import mask_credentials
 from streamclf.media.capture import CaptureThread
 from streamclf.media.preprocess import resize_and_crop
+from streamclf.media.reach import tcp_probe
 from streamclf.media.ring import FrameRing
 from streamclf.media.scheduler import WindowScheduler
-from streamclf.media.sources import FrameSource, mask_credentials, parse_spec
+from streamclf.media.sources import MAX_FPS, FrameSource, parse_spec
 from streamclf.models.registry import ModelSpec
 from streamclf.types import (
     BufferPolicy,
@@ -97,14 +99,15 @@ class StreamRunner:
         policy = BufferPolicy.LOSSLESS if config.pace == "fast" else BufferPolicy.LATEST
         duration = spec.clip_duration_s
         stride = config.stride or duration / 2.0
-        fps = source_fps_hint if source_fps_hint and source_fps_hint > 0 else 30.0
+        # A rate outside (0, MAX_FPS] is a broken header: size for 30 fps (LOSSLESS grows).
+        fps = source_fps_hint if source_fps_hint and 0 < source_fps_hint <= MAX_FPS else 30.0
         # Hold one window plus two strides of frames at up to 2x the declared rate.
         capacity = max(16, math.ceil((duration + 2 * stride) * fps * 2) + 8)
         crop = spec.crop_size
         self.ring = FrameRing(
             capacity, (crop, crop, 3),
             transform=lambda img: resize_and_crop(img, spec.side_size, crop),
-            policy=policy, stream=self.stream,
+            policy=policy, stream=self.stream, window_s=duration + 2.0 / fps,
         )
         self.scheduler = WindowScheduler(duration, stride, policy, frame_interval=1.0 / fps)
         self.smoother = Smoother(self.labels, window=config.smooth, threshold=config.threshold,
@@ -117,7 +120,7 @@ class StreamRunner:
             read_timeout_s=config.read_timeout_ms / 1000.0, max_reconnects=config.max_reconnects,
             backoff_initial_s=config.backoff_initial_s, backoff_max_s=config.backoff_max_s,
             backoff_jitter=config.backoff_jitter,
-            retry_first_open=self._live,
+            retry_first_open=self._live, probe=tcp_probe(str(config.source)),
         )
         self._pending_error: dict[str, Any] | None = None  # a file's failure, see finished()
         self.source_state = "opening"

@@ -25,6 +25,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from streamclf.errors import ConfigError, ModelError
+
 __all__ = ["Change", "SmoothedResult", "Smoother", "top_k"]
 
 ChangeKind = Literal["label_start", "label_end"]
@@ -69,16 +71,16 @@ def top_k(
     """
     p = np.asarray(probs).reshape(-1)
     if p.shape[0] != len(labels):
-        raise ValueError(f"probs has {p.shape[0]} entries but there are {len(labels)} labels")
+        raise ModelError(f"probs has {p.shape[0]} entries but there are {len(labels)} labels")
     order = np.argsort(-p, kind="stable")[: max(0, k)]
     return tuple(labels[i] for i in order), tuple(float(p[i]) for i in order)
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -95,7 +97,7 @@ class Smoother:
             so that the default of 5 works with smaller label sets.
 
     Raises:
-        ValueError: an argument is out of range (the message names it).
+        ConfigError: an argument is out of range (the message names it).
 
     Thread-safety: not thread-safe; one instance per stream, used by one thread.
     """
@@ -110,19 +112,19 @@ class Smoother:
     ) -> None:
         labels = tuple(labels)
         if not labels:
-            raise ValueError("labels must not be empty")
+            raise ConfigError("labels must not be empty")
         if not all(isinstance(name, str) for name in labels):
-            raise ValueError("labels must all be strings")
+            raise ConfigError("labels must all be strings")
         if len(set(labels)) != len(labels):
             dup = sorted({n for n in labels if labels.count(n) > 1})
-            raise ValueError(f"labels must be unique; repeated: {dup[:5]}")
+            raise ConfigError(f"labels must be unique; repeated: {dup[:5]}")
         self._window = _check_int("window", window, 1)
         self._start_after = _check_int("start_after", start_after, 1)
         self._topk = min(_check_int("topk", topk, 1), len(labels))
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+            raise ConfigError(f"threshold must be a number in [0, 1], got {threshold!r}")
         if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+            raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
         self._threshold = float(threshold)
         self._labels = labels
         self._history: deque[np.ndarray] = deque(maxlen=self._window)
@@ -169,15 +171,15 @@ class Smoother:
             and the changes this update caused.
 
         Raises:
-            ValueError: ``probs`` has the wrong shape or holds NaN/inf/out-of-range values.
+            ModelError: ``probs`` has the wrong shape or holds NaN/inf/out-of-range values.
         """
         p = np.asarray(probs, dtype=np.float32)
         if p.shape != (len(self._labels),):
-            raise ValueError(f"probs must have shape ({len(self._labels)},), got {p.shape}")
+            raise ModelError(f"probs must have shape ({len(self._labels)},), got {p.shape}")
         if not np.all(np.isfinite(p)):
-            raise ValueError("probs must be finite (got NaN or inf)")
+            raise ModelError("probs must be finite (got NaN or inf)")
         if p.min() < -1e-4 or p.max() > 1.0 + 1e-4:
-            raise ValueError(
+            raise ModelError(
                 f"probs must be probabilities in [0, 1], got range [{p.min():.4g}, {p.max():.4g}]"
                 " (apply a softmax to logits first)"
             )

@@ -13,13 +13,11 @@ them to ``on_frame``; status changes go to ``on_event(type, fields)``:
 ``error``              ``error``: the thread gives up (``.error`` is set); it then ends
 =====================  ======================================================================
 
-Timestamps (``Frame.ts``): live sources get ``clock()`` at read; files paced ``"realtime"``
-are released at their media time (relative to the first frame) and get ``clock()``; files read
-``"fast"`` get their media time, offset so that it keeps increasing across ``loop`` replays.
-``seq`` runs from 0 without gaps across reconnects and replays.
-
-Thread-safety: ``start``/``stop`` and the read-only properties may be used from any thread;
-``on_frame`` and ``on_event`` are called on the capture thread.
+``Frame.ts``: live sources get ``clock()`` at read; files paced ``"realtime"`` are released at
+their media time and get ``clock()``; files read ``"fast"`` get their media time (increasing
+across ``loop`` replays). ``seq`` runs from 0 without gaps across reconnects and replays.
+Thread-safety: ``start``/``stop`` and the properties from any thread; ``on_frame`` and
+``on_event`` are called on the capture thread.
 """
 
 from __future__ import annotations
@@ -34,7 +32,9 @@ from collections.abc import Callable
 from typing import Any
 
 from streamclf.errors import ConfigError, SourceError, StreamclfError
-from streamclf.media.sources import FrameSource, mask_credentials
+from streamclf.masking import mask_credentials
+from streamclf.media.reach import backoff_wait
+from streamclf.media.sources import FrameSource
 from streamclf.media.watchdog import WatchdogSource
 from streamclf.types import Frame, SourceInfo
 
@@ -75,6 +75,8 @@ class CaptureThread:
         retry_first_open: a live camera that cannot be opened at start is treated like one
             lost (``source_lost``, then reconnecting); otherwise that failure ends the thread.
         rng: random source for the jitter (tests pass a seeded one).
+        probe: says whether a lost camera's host is reachable again; tried every 0.5 s
+            while backing off, a success reopens at once (see :mod:`streamclf.media.reach`).
 
     Attributes set when the thread ends (``finished`` is set last): ``eof`` (True after a clean
     end of stream without ``loop``), ``error`` (a ``StreamclfError`` when it gave up or
@@ -109,6 +111,7 @@ class CaptureThread:
         max_reconnects: int | None = None,
         rng: random.Random | None = None,
         retry_first_open: bool = False,
+        probe: Callable[[], bool] | None = None,
     ) -> None:
         if pace not in PACES:
             raise ConfigError(f"pace: {pace!r} is not one of {', '.join(PACES)}")
@@ -121,11 +124,10 @@ class CaptureThread:
         self._factory, self._on_frame, self._on_event = source_factory, on_frame, on_event
         self.stream_id, self.pace, self.loop = stream_id, pace, loop
         self._clock, self._wall_clock = clock, wall_clock
-        self._read_timeout_s = read_timeout_s
+        self._read_timeout_s, self.max_reconnects = read_timeout_s, max_reconnects
         self._backoff = (backoff_initial_s, backoff_max_s, backoff_jitter)
-        self.max_reconnects = max_reconnects
         self._rng = rng or random.Random()
-        self._retry_first_open = retry_first_open
+        self._retry_first_open, self._probe = retry_first_open, probe
         self._stop_event = threading.Event()
         self.finished = threading.Event()
         self.eof = False
@@ -148,11 +150,9 @@ class CaptureThread:
         self._thread.start()
 
     def stop(self, timeout_s: float = 2.0) -> bool:
-        """Ask the thread to end, close its source, wait up to ``timeout_s``.
-
-        Returns True if the thread has ended. False means a source call is stuck past the
-        timeout (e.g. an FFmpeg read waiting out its read timeout): the daemon thread ends on
-        its own once that call returns, and emits nothing more.
+        """Ask the thread to end, close its source, wait up to ``timeout_s``; True if it
+        ended. False: a source call is stuck past the timeout (an FFmpeg read waiting out its
+        read timeout); the daemon thread ends once that call returns, and emits nothing more.
         """
         self._stop_event.set()
         with self._source_lock:
@@ -218,8 +218,7 @@ class CaptureThread:
             reason = mask_credentials(str(exc))
             outage = [self._clock(), 0]
             self._emit("source_lost", reason=reason, frames_read=0)
-            log.warning("stream %s: cannot open the source, reconnecting: %s", self.stream_id,
-                        reason)
+            log.warning("stream %s: cannot open, reconnecting: %s", self.stream_id, reason)
             source = self._reconnect(outage, reason)
         offset = 0.0  # added to the media time of the current replay
         rebase = False  # a replay started: recompute offset at its first frame
@@ -317,7 +316,8 @@ class CaptureThread:
                     if self.max_reconnects == 0 else
                     f"gave up after {failed} failed reconnect attempt(s); last error: {reason}"))
                 raise _Stopped
-            self._wait(self._delay(failed))
+            if backoff_wait(self._stop_event, self._delay(failed), self._probe):
+                raise _Stopped  # (the probe of a camera's host cuts the wait short)
             try:
                 source = self._watched(self._factory())
             except SourceError as exc:

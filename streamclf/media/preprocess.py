@@ -10,7 +10,8 @@ with one deliberate reordering: resizing and cropping happen on the uint8 frame
 per-channel affine normalisation, so the result is the same up to uint8 rounding
 (OpenCV's fixed-point bilinear: within 1/255 per pixel, 0.75/255 measured), and each
 frame can be resized once when it is decoded or enters the live ring buffer instead of
-once per clip.
+once per clip. Which frames are kept (``UniformTemporalSubsample``, and the slow pathway
+of ``PackPathway``) is the window rule's, in :mod:`streamclf.media.clips`.
 
 All functions are pure and thread-safe.
 """
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from streamclf._lazy import cv2_module
-from streamclf.errors import ConfigError, DataError
+from streamclf.errors import DataError
+from streamclf.media.clips import slow_indices, uniform_indices
 
 if TYPE_CHECKING:
     from streamclf.models.registry import ModelSpec
@@ -36,45 +38,7 @@ __all__ = [
     "resize_and_crop",
     "short_side_resize",
     "short_side_shape",
-    "uniform_indices",
 ]
-
-
-def uniform_indices(num_available: int, num_samples: int) -> np.ndarray:
-    """Indices of ``num_samples`` evenly spaced frames out of ``num_available``.
-
-    Bit-for-bit the rule of pytorchvideo's ``uniform_temporal_subsample``
-    (``torch.linspace(0, n - 1, k).clamp(0, n - 1).long()``): float32 linspace
-    computed the way torch does (forward from the start for the first half,
-    backward from the end for the second), then truncation. Indices repeat when
-    ``num_samples > num_available``.
-
-    Returns:
-        ``(num_samples,)`` int64 array of indices in ``[0, num_available - 1]``.
-
-    Raises:
-        DataError: ``num_available`` is not positive (no frames).
-        ConfigError: ``num_samples`` is not positive.
-    """
-    if num_available <= 0:
-        raise DataError("uniform_indices needs at least one frame")
-    if num_samples <= 0:
-        raise ConfigError("num_samples must be positive")
-    start = np.float32(0.0)
-    end = np.float32(num_available - 1)
-    if num_samples == 1:
-        values = np.array([start], dtype=np.float32)
-    else:
-        step = np.float32((end - start) / np.float32(num_samples - 1))
-        i = np.arange(num_samples)
-        half = num_samples // 2
-        values = np.where(
-            i < half,
-            start + step * i.astype(np.float32),
-            end - step * (num_samples - 1 - i).astype(np.float32),
-        ).astype(np.float32)
-    values = np.clip(values, start, end)
-    return values.astype(np.int64)
 
 
 def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
@@ -149,14 +113,23 @@ def pack_pathways(clip: np.ndarray, alpha: int | None) -> list[np.ndarray]:
     """Split a ``(3, T, H, W)`` clip into network inputs.
 
     Single-pathway models get ``[clip]``. SlowFast gets ``[slow, fast]`` where the
-    slow pathway keeps ``T // alpha`` frames chosen by :func:`uniform_indices`, like
-    pytorchvideo's ``PackPathway``.
+    slow pathway keeps the ``T // alpha`` frames of
+    :func:`~streamclf.media.clips.slow_indices`, like pytorchvideo's ``PackPathway``.
     """
     if not alpha:
         return [clip]
-    t = clip.shape[1]
-    slow = np.ascontiguousarray(clip[:, uniform_indices(t, t // alpha)])
+    slow = np.ascontiguousarray(clip[:, slow_indices(clip.shape[1], alpha)])
     return [slow, clip]
+
+
+def _check_frame(frame: object, index: int) -> np.ndarray:
+    """``frame`` if it is an ``(H, W, 3)`` array with ``H, W >= 1``, else a DataError."""
+    shape = getattr(frame, "shape", None)
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or min(
+            frame.shape[:2]) < 1:
+        what = f"shape {tuple(shape)}" if shape is not None else type(frame).__name__
+        raise DataError(f"frame {index} must be an (H, W, 3) RGB image array, got {what}")
+    return frame
 
 
 class ClipTransform:
@@ -188,14 +161,25 @@ class ClipTransform:
         return resize_and_crop(frame, self.spec.side_size, crop)
 
     def select(self, num_frames: int) -> np.ndarray:
-        """Indices of the frames this transform keeps out of ``num_frames``."""
+        """Indices of the frames this transform keeps out of ``num_frames`` (the frames of
+        one span, in order): :func:`~streamclf.media.clips.uniform_indices`, or all of them."""
         if not self.temporal_subsample:
             return np.arange(num_frames)
         return uniform_indices(num_frames, self.spec.num_frames)
 
-    def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    def prepare(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Temporal selection, then resize and crop of the frames kept:
+        ``T x (H, W, 3)`` uint8 RGB -> ``(num_frames, crop, crop, 3)`` uint8 (``(T, ...)``
+        without temporal subsampling). Only the selected frames are checked and resized.
+
+        Raises:
+            DataError: no frames, or a selected frame that is not an ``(H, W, 3)`` image.
+        """
         if len(frames) == 0:
             raise DataError("no frames to classify")
-        chosen = [self.spatial(frames[int(i)]) for i in self.select(len(frames))]
-        clip = normalize_clip(np.stack(chosen), self.spec.mean, self.spec.std)
+        return np.stack([self.spatial(_check_frame(frames[int(i)], int(i)))
+                         for i in self.select(len(frames))])
+
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        clip = normalize_clip(self.prepare(frames), self.spec.mean, self.spec.std)
         return pack_pathways(clip, self.spec.slowfast_alpha)

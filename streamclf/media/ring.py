@@ -8,34 +8,19 @@ gather, never a re-decode or re-resize.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
 import numpy as np
 
 from streamclf.errors import ConfigError
-from streamclf.media.preprocess import uniform_indices
+from streamclf.media.clips import live_span, span_indices
 from streamclf.types import BufferPolicy, Frame, Window
 
-__all__ = ["FrameRing", "span_indices"]
+__all__ = ["FrameRing"]
 
-#: Tolerance so that a window ending exactly on a frame's timestamp includes that frame.
-_EPS = 1e-6
-
-
-def span_indices(ts: np.ndarray, start: float, end: float, num_samples: int) -> np.ndarray | None:
-    """Positions in ``ts`` (sorted ascending) of ``num_samples`` frames sampled from the span.
-
-    The frames with ``start <= ts < end`` are taken, then ``num_samples`` of them are
-    picked with :func:`~streamclf.media.preprocess.uniform_indices`: the same rule as the
-    offline reference (``get_clip(start, end)`` then ``UniformTemporalSubsample``).
-    Returns ``None`` when the span holds no frame.
-    """
-    lo = int(np.searchsorted(ts, start, side="left"))
-    hi = int(np.searchsorted(ts, end, side="left"))
-    if hi <= lo:
-        return None
-    return lo + uniform_indices(hi - lo, num_samples)
+log = logging.getLogger(__name__)
 
 
 class FrameRing:
@@ -49,6 +34,9 @@ class FrameRing:
         policy: ``LATEST`` overwrites the oldest frame when full; ``LOSSLESS`` refuses
             the push (``push`` returns False) while the oldest frame is still needed.
         stream: stream id copied into windows.
+        window_s: the longest span of video one window needs (duration plus a frame or
+            two); a full LOSSLESS ring holding less grows (see below). 0: never grows.
+        max_bytes: the most a LOSSLESS ring may grow to, in frame bytes.
 
     LOSSLESS (``pace: fast``) contract: no frame is evicted before :meth:`release_before` has
     released it, and nothing is released before the consumer's scheduler has anchored its
@@ -57,8 +45,11 @@ class FrameRing:
     So at the first poll the ring still holds the stream's first frame, and the scheduler
     anchors its grid there, however many frames an instant source pushed before. The run
     progresses only if one window fits: ``capacity`` must be at least ``duration * fps + 2``
-    frames at the source's real frame rate, else the ring fills with frames still needed
-    while no window is due, and the producer waits forever.
+    frames at the source's real frame rate. A file whose header understates its rate (or a
+    variable-rate one) would fill the ring with frames still needed while no window is due,
+    and the producer would wait forever; so a LOSSLESS ring that is full while it holds less
+    than ``window_s`` of video doubles, up to ``max_bytes`` of frames; past that it drops the
+    oldest frame (counted) rather than hang.
 
     Counters: ``pushed``, ``drops`` (frames evicted before every window that could use
     them was cut: frames lost to a slow consumer).
@@ -74,9 +65,13 @@ class FrameRing:
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         policy: BufferPolicy = BufferPolicy.LATEST,
         stream: str = "0",
+        window_s: float = 0.0,
+        max_bytes: int = 512 << 20,
     ) -> None:
         if capacity < 2:
             raise ConfigError("capacity must be >= 2")
+        self._window_s, self._frame_bytes = window_s, int(np.prod(frame_shape))
+        self._max_capacity = max(capacity, max_bytes // max(1, self._frame_bytes))
         self.capacity = capacity
         self.policy = policy
         self.stream = stream
@@ -108,10 +103,16 @@ class FrameRing:
             if self._count == self.capacity:
                 oldest_needed = self._ts[self._start] >= self._released_ts
                 if oldest_needed and self.policy is BufferPolicy.LOSSLESS:
-                    return False
-                self.drops += int(oldest_needed)
-                self._start = (self._start + 1) % self.capacity
-                self._count -= 1
+                    held = float(self._ts[newest] - self._ts[self._start])
+                    if held >= self._window_s:
+                        return False  # back-pressure: a window is due, the consumer frees it
+                    if self.capacity < self._max_capacity:
+                        self._grow()
+                        oldest_needed = False  # room now: nothing is evicted
+                if self._count == self.capacity:
+                    self.drops += int(oldest_needed)
+                    self._start = (self._start + 1) % self.capacity
+                    self._count -= 1
             slot = (self._start + self._count) % self.capacity
             self._images[slot] = image
             self._ts[slot] = frame.ts
@@ -120,6 +121,20 @@ class FrameRing:
             self._count += 1
             self.pushed += 1
         return True
+
+    def _grow(self) -> None:
+        """Double the capacity (at most ``max_bytes`` of frames), oldest frame first (lock
+        held)."""
+        order = self._ordered()
+        size = min(2 * self.capacity, self._max_capacity)
+        for name in ("_images", "_ts", "_wall", "_seq"):
+            old = getattr(self, name)
+            new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+            new[: self._count] = old[order]
+            setattr(self, name, new)
+        self.capacity, self._start = size, 0
+        log.info("stream %s: frame ring grown to %d frames (the source's real rate is above "
+                 "its declared one)", self.stream, size)
 
     def _ordered(self) -> np.ndarray:
         return (self._start + np.arange(self._count)) % self.capacity
@@ -135,13 +150,15 @@ class FrameRing:
     def window(self, end_ts: float, duration: float, num_samples: int) -> Window | None:
         """Gather ``num_samples`` frames uniformly from ``(end_ts - duration, end_ts]``.
 
-        Returns None if the span holds no frame. The only copy is the one gather into
-        the returned ``(num_samples, crop, crop, 3)`` array.
+        The window rule of :mod:`streamclf.media.clips`: the frames in
+        ``live_span(end_ts, duration)`` (one stamped exactly ``end_ts`` included), sampled
+        by ``span_indices``. Returns None if the span holds no frame. The only copy is the
+        one gather into the returned ``(num_samples, crop, crop, 3)`` array.
         """
         with self._lock:
             order = self._ordered()
             ts = self._ts[order]
-            picks = span_indices(ts, end_ts - duration + _EPS, end_ts + _EPS, num_samples)
+            picks = span_indices(ts, live_span(end_ts, duration), num_samples)
             if picks is None:
                 return None
             slots = order[picks]

@@ -32,6 +32,8 @@ import numpy as np
 
 from streamclf._lazy import cv2_module
 from streamclf.errors import SourceError
+from streamclf.masking import mask_credentials
+from streamclf.paths import input_file_problem
 from streamclf.types import SourceInfo
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
     "FrameSource",
     "OpenCVSource",
     "SyntheticSource",
-    "mask_credentials",
     "open_source",
     "parse_spec",
     "synthetic_index",
@@ -53,26 +54,9 @@ _FFMPEG_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 _ENV_LOCK = threading.Lock()
 # Small probe: first frame in ~0.1 s instead of ~0.9 s (and no burst of buffered frames).
 _RTSP_OPTIONS = "analyzeduration;100000|probesize;32768"
-# scheme://user[:password]@ — the password runs to the last "@" of the whitespace-delimited
-# token, so one holding "@", "/", "?" or "#" (typed unescaped, as people do) is still hidden.
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^:/?#\s@]*)(:\S*)?@")
-_SECRET_QUERY = re.compile(
-    r"([?&](?:password|passwd|pwd|pass|token|secret|key|auth|sig|signature)=)[^&#\s]*",
-    re.IGNORECASE)
-_SYNTH_SPEC = re.compile(r"synthetic(?::(\d+)x(\d+)(?:@(\d+(?:\.\d+)?))?)?")
-
-
-def mask_credentials(text: str) -> str:
-    """Hide passwords in every URL inside ``text``.
-
-    ``rtsp://user:pass@host/x`` becomes ``rtsp://user:***@host/x``; secret-looking query values
-    (``?password=``, ``&token=``, ...) become ``***``. Text without credentials is unchanged.
-    """
-
-    def userinfo(m: re.Match[str]) -> str:
-        return f"{m.group(1)}{m.group(2)}{':***' if m.group(3) else ''}@"
-
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(userinfo, text))
+#: The highest frame rate a source may declare (above it the rate is taken as unknown).
+MAX_FPS = 240.0
+_SYNTH_SPEC = re.compile(r"synthetic(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,6}(?:\.\d{1,6})?))?)?")
 
 
 @runtime_checkable
@@ -139,7 +123,8 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
     if kind == "synthetic":
         m = _SYNTH_SPEC.fullmatch(str(target))
         if not m:
-            raise SourceError(f"bad synthetic spec {target!r}; use 'synthetic' or "
+            shown = repr(target) if len(str(target)) <= 80 else repr(str(target)[:77] + "...")
+            raise SourceError(f"bad synthetic spec {shown}; use 'synthetic' or "
                               "'synthetic:WIDTHxHEIGHT@FPS' (e.g. synthetic:640x480@30)")
         w, h, fps = m.groups()
         return SyntheticSource(int(w or 640), int(h or 480), float(fps or 30.0), **options)
@@ -177,8 +162,10 @@ class OpenCVSource:
         if transport not in ("tcp", "udp"):
             raise SourceError(f"bad RTSP transport {transport!r}; use 'tcp' or 'udp'")
         name = mask_credentials(str(target))
-        if kind == "file" and not Path(str(target)).is_file():
-            raise SourceError(f"{name}: file not found")
+        problem = input_file_problem(str(target)) if kind == "file" else None
+        if problem:
+            raise SourceError(f"{name}: file not found" if problem == "file not found" else
+                              f"{name} {problem}")
         if kind == "file" and Path(str(target)).stat().st_size == 0:
             raise SourceError(f"{name}: empty file (0 bytes)")
         cv2 = cv2_module()
@@ -282,8 +269,8 @@ class SyntheticSource:
     in binary (read it back with :func:`synthetic_index`). Content is a pure function of ``n``.
 
     Args:
-        width, height: frame size (width >= 24, height >= 16).
-        fps: frames per second (> 0).
+        width, height: frame size (24..7680 x 16..4320).
+        fps: frames per second (0 < fps <= :data:`MAX_FPS`).
         frames: number of frames before end of stream (None = endless).
         live: if True, ``read()`` waits until frame ``n`` is due (``n / fps`` after the first
             read), like a camera; otherwise frames come as fast as they are read, like a file.
@@ -293,9 +280,11 @@ class SyntheticSource:
 
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0,
                  frames: int | None = None, live: bool = False) -> None:
-        if width < _BITS or height < 16 or not fps > 0 or (frames is not None and frames < 0):
-            raise SourceError(f"bad synthetic source {width}x{height}@{fps} frames={frames}: "
-                              f"need width >= {_BITS}, height >= 16, fps > 0, frames >= 0")
+        if not (_BITS <= width <= 7680 and 16 <= height <= 4320 and 0 < fps <= MAX_FPS) \
+                or (frames is not None and frames < 0):
+            raise SourceError(f"bad synthetic source {width}x{height}@{fps:g} frames={frames}: "
+                              f"need a width of {_BITS} to 7680, a height of 16 to 4320, fps "
+                              f"above 0 and at most {MAX_FPS:g}, frames >= 0")
         self.info = SourceInfo(name=f"synthetic:{width}x{height}@{fps:g}", kind="synthetic",
                                fps=float(fps), width=width, height=height, is_live=live)
         self._frames = frames

@@ -1,4 +1,7 @@
-"""Reading video files with timestamps: clip windows and towhee-style sampling.
+"""Reading video files with timestamps: the frames of time spans, and towhee-style sampling.
+
+Which frames a span holds, and which of them a model gets, is the window rule of
+:mod:`streamclf.media.clips`; this module only decodes.
 
 Frames come out RGB, with OpenCV's FFmpeg backend honouring rotation metadata
 (a phone video tagged 90 degrees comes out portrait). Timestamps are the
@@ -13,18 +16,26 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from streamclf._lazy import cv2_module
 from streamclf.errors import ConfigError, DataError
-from streamclf.media.preprocess import uniform_indices
+from streamclf.media.clips import Span, centered_spans, in_span, uniform_indices
+from streamclf.paths import input_file_problem
+
+if TYPE_CHECKING:
+    from streamclf.media.preprocess import ClipTransform
 
 __all__ = [
+    "MAX_CLIPS",
+    "MAX_SAMPLES",
     "VideoInfo",
-    "centered_windows",
+    "check_end",
+    "check_samples",
     "iter_frames",
+    "read_clips",
     "read_windows",
     "sample_frames",
 ]
@@ -54,10 +65,10 @@ def _open(path: str | Path) -> tuple[Any, VideoInfo]:
     the file's declared properties."""
     cv2 = cv2_module()
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: file not found")
-    if not p.is_file():
-        raise DataError(f"{p}: not a file")
+    problem = input_file_problem(p)  # before OpenCV: a FIFO would block it
+    if problem:
+        raise DataError(f"{p}: file not found" if problem == "file not found" else
+                        f"{p} {problem}")
     if p.stat().st_size == 0:
         raise DataError(f"{p}: empty file (0 bytes)")
     cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
@@ -72,6 +83,32 @@ def _open(path: str | Path) -> tuple[Any, VideoInfo]:
         frame_count=max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
     )
     return cap, info
+
+
+def check_end(path: str | Path) -> None:
+    """Raise if the file's data stops before its declared length: seek to the frame at 95 %
+    of the declared count and decode it (one seek, ~40 ms; not the last frame: MKV and AVI
+    counts are estimates, often one frame long). A clip sampled from the middle of a file
+    cut after it would otherwise classify fine.
+
+    Raises:
+        DataError: the last frame decodes at well under the declared length (truncated).
+    """
+    cap, info = _open(path)
+    try:
+        if info.frame_count < 2 or info.fps <= 0:
+            return  # nothing declared to compare with
+        cv2 = cv2_module()
+        target = max(1, int(0.95 * info.frame_count) - 1)
+        cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+        reached = cap.get(cv2.CAP_PROP_POS_FRAMES) if cap.grab() else 0.0
+    finally:
+        cap.release()
+    if reached < target:
+        raise DataError(
+            f"{path}: corrupt or truncated video: its data ends near {reached / info.fps:.2f} s of "
+            f"the {info.duration_s:.2f} s it declares (use --allow-truncated to classify what "
+            "is there)")
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -136,63 +173,67 @@ def iter_frames(
         )
 
 
-def centered_windows(
-    duration_s: float, clip_s: float, num_clips: int = 1
-) -> list[tuple[float, float]]:
-    """``num_clips`` windows ``[start, end)`` of ``clip_s`` seconds, evenly spread.
-
-    One clip is centred; several are spread from the start to the end. A video no
-    longer than ``clip_s`` (or of unknown length) gives one window over all of it.
-
-    Raises:
-        ConfigError: ``num_clips`` is below 1.
-    """
-    if num_clips < 1:
-        raise ConfigError("num_clips must be >= 1")
-    if duration_s <= 0 or duration_s <= clip_s:
-        return [(0.0, math.inf)]
-    slack = duration_s - clip_s
-    if num_clips == 1:
-        starts = [slack / 2.0]
-    else:
-        starts = [slack * i / (num_clips - 1) for i in range(num_clips)]
-    return [(s, s + clip_s) for s in starts]
-
-
 def read_windows(
     path: str | Path,
-    windows: list[tuple[float, float]],
+    windows: list[Span],
     frame_fn: FrameFn | None = None,
 ) -> list[tuple[list[np.ndarray], list[float]]]:
-    """Frames with ``start <= ts < end`` for each window, in one decoding pass.
+    """The frames of each span ``[start, end)`` (:func:`~streamclf.media.clips.in_span`),
+    in one decoding pass.
 
     Args:
+        windows: the spans, e.g. from :func:`~streamclf.media.clips.centered_spans`.
         frame_fn: applied to each kept ``(H, W, 3)`` uint8 RGB frame once, on decode
             (e.g. the model's resize + crop), so that only small frames are held.
 
     Returns:
-        per window, its frames and their timestamps (seconds).
+        per span, its frames in order and their timestamps (seconds).
 
     Raises:
-        DataError: unreadable file, or a window left empty.
+        ConfigError: no span given.
+        DataError: unreadable file, or a span left empty.
     """
+    if not windows:
+        raise ConfigError("read_windows needs at least one time span")
     until = max(end for _, end in windows)
 
     def wanted(_index: int, ts: float) -> bool:
-        return any(start <= ts < end for start, end in windows)
+        return any(in_span(ts, span) for span in windows)
 
     out: list[tuple[list[np.ndarray], list[float]]] = [([], []) for _ in windows]
     for _, ts, frame in iter_frames(path, until_s=until, want=wanted):
         if frame is None:
             continue
         kept = frame_fn(frame) if frame_fn else frame
-        for (start, end), (frames, stamps) in zip(windows, out, strict=True):
-            if start <= ts < end:
+        for span, (frames, stamps) in zip(windows, out, strict=True):
+            if in_span(ts, span):
                 frames.append(kept)
                 stamps.append(ts)
     if any(not frames for frames, _ in out):
         raise DataError(f"{path}: no frames in the requested time span (video too short?)")
     return out
+
+
+def read_clips(path: str | Path, transform: ClipTransform, num_clips: int = 1) -> list[np.ndarray]:
+    """The clips ``classify`` feeds a model from a file, by the window rule.
+
+    ``num_clips`` spans of the model's duration (:func:`~streamclf.media.clips.centered_spans`:
+    one centred, several spread; a short video whole), their frames resized and cropped on
+    decode, then ``transform.prepare`` picks the model's frames.
+
+    Returns:
+        one ``(T, crop, crop, 3)`` uint8 RGB array per span (``T``: the model's frame count).
+
+    Raises:
+        ConfigError: ``num_clips`` below 1 or above :data:`MAX_CLIPS`.
+        DataError: missing, unreadable, corrupt or truncated file.
+
+    Thread-safe (``transform`` holds no mutable state).
+    """
+    check_samples("clips", num_clips, MAX_CLIPS)
+    spans = centered_spans(probe(path).duration_s, transform.spec.clip_duration_s, num_clips)
+    found = read_windows(path, spans, frame_fn=transform.spatial)
+    return [transform.prepare(frames) for frames, _ in found]
 
 
 def sample_frames(
@@ -224,6 +265,9 @@ def sample_frames(
             if frame is not None:
                 frames.append(frame)
                 stamps.append(ts)
+                if len(frames) > MAX_SAMPLES:
+                    raise DataError(f"{path}: time_step {time_step:g} s keeps more than "
+                                    f"{MAX_SAMPLES} frames of this video; use a larger one")
         return frames, stamps
     if sample_type != "uniform_temporal_subsample":
         raise ConfigError(
@@ -233,14 +277,35 @@ def sample_frames(
     if not num_samples or num_samples <= 0:
         raise ConfigError("uniform_temporal_subsample needs num_samples > 0")
     # Plan the picks from the declared frame count; if the file holds a different
-    # number of frames, decode again keeping every frame (rare: bad metadata).
-    declared = probe(path).frame_count
-    for picks in (set(uniform_indices(declared, num_samples).tolist()) if declared else None, None):
-        kept = _decode_picks(path, picks)
+    # number of frames, decode again with the picks planned from the count now known (never
+    # keeping every frame: memory stays num_samples frames, whatever the video's length).
+    check_samples("num_samples", num_samples)
+    count = probe(path).frame_count
+    for _attempt in range(2):
+        kept = _decode_picks(path, set(uniform_indices(count, num_samples).tolist())
+                             if count else set())
         final = uniform_indices(len(kept.stamps), num_samples)
         if all(int(i) in kept.frames for i in final):
             return [kept.frames[int(i)] for i in final], [kept.stamps[int(i)] for i in final]
+        count = len(kept.stamps)
     raise DataError(f"{path}: could not sample {num_samples} frames")  # pragma: no cover
+
+
+#: Most frames ``sample_frames`` keeps (full resolution) and clips ``read_clips`` reads.
+MAX_SAMPLES = 512
+MAX_CLIPS = 64
+
+
+def check_samples(what: str, count: int, limit: int = MAX_SAMPLES) -> None:
+    """Refuse a request for more than ``limit`` frames or clips (memory: each is a decoded
+    frame or a clip's worth of them).
+
+    Raises:
+        ConfigError: ``count`` above ``limit``.
+    """
+    if count > limit:
+        raise ConfigError(f"{what} must be at most {limit} (each one is held in memory), got "
+                          f"{count}")
 
 
 @dataclass

@@ -26,7 +26,8 @@ from collections import deque
 import numpy as np
 
 from streamclf.errors import ConfigError, SourceError
-from streamclf.media.sources import FrameSource, mask_credentials
+from streamclf.masking import mask_credentials
+from streamclf.media.sources import FrameSource
 
 __all__ = ["WatchdogSource"]
 

@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from streamclf.errors import ConfigError
+from streamclf.paths import input_file_problem
 
 __all__ = ["ClassMap", "kinetics400_labels", "load_classmap"]
 
@@ -70,8 +71,10 @@ def _load_classmap(classmap: ClassMap) -> tuple[str, ...]:
         return _labels_from_mapping(classmap, "dict")
     if isinstance(classmap, (str, Path)):
         path = Path(classmap)
-        if not path.is_file():
-            raise ConfigError(f"classmap file not found: {path}")
+        problem = input_file_problem(path)
+        if problem:
+            raise ConfigError(f"classmap file not found: {path}" if problem == "file not found"
+                              else f"classmap {path} {problem}")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:

@@ -22,6 +22,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 from streamclf._lazy import require
 from streamclf.errors import WeightsError
+from streamclf.paths import input_file_problem
 
 if TYPE_CHECKING:
     from torch import nn
@@ -172,6 +174,46 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     return data
 
 
+#: torch's weights-only refusals: "Unsupported global: GLOBAL os.system" (2.4+), "Trying to
+#: load unsupported GLOBAL posix.system whose module posix is blocked" (2.6+), "Unsupported
+#: class" (older); group 1 names what the file asked to run.
+_CODE_IN_PICKLE = re.compile(
+    r"unsupported (?:global|class)\b[:\s]*(?:GLOBAL\s+)?([A-Za-z_][\w.]{0,80})", re.IGNORECASE)
+
+
+_SAFE_GLOBALS = ("torch.", "numpy.", "collections.OrderedDict", "_codecs.encode",
+                 "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.complex",
+                 "builtins.bytearray")
+
+
+def _code_in_pickle(path: Path, max_bytes: int = 64 << 20) -> str | None:
+    """The first callable a plain (non-zip) pickle file names outside torch, numpy and the
+    data types torch allows, found by reading its opcodes (nothing is run); None if none or
+    unreadable. torch's weights-only reader gives up on some of them before naming it."""
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path) or path.stat().st_size > max_bytes:
+        return None
+    strings: list[str] = []
+    try:
+        with path.open("rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if isinstance(arg, str):
+                    strings = [*strings[-1:], arg]
+                if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    name = arg.replace(" ", ".")
+                elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                    name = ".".join(strings)
+                else:
+                    continue
+                if not name.startswith(_SAFE_GLOBALS):
+                    return name[:80]
+    except Exception:  # not a pickle, or a broken one: not code, just unreadable
+        return None
+    return None
+
+
 def _read_state_dict(path: Path) -> dict[str, Any]:
     torch = require("torch")
     if path.suffix == ".safetensors":
@@ -187,11 +229,13 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
         # "Unsupported global" (torch >= 2.4) / "Unsupported class" (older): the file
         # names Python code to run. Any other weights-only failure is a corrupt or
         # non-checkpoint file; never relay torch's advice to retry with weights_only=False.
-        if "Unsupported global" in text or "Unsupported class" in text:
+        code = _CODE_IN_PICKLE.search(text)
+        name = code.group(1) if code else _code_in_pickle(path)
+        if name:
             raise WeightsError(
-                f"refusing to load {path}: it contains pickled Python objects, not only "
-                "tensors (streamclf loads checkpoints weights-only)"
-            ) from None
+                f"refusing to load {path}: the checkpoint contains Python code "
+                f"({name}), not only tensors (streamclf loads checkpoints "
+                "weights-only)") from None
         if "Weights only load failed" in text or "weights_only" in text:
             text = "not a valid checkpoint (corrupt, truncated, or not a tensor checkpoint)"
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
@@ -244,10 +288,12 @@ def load_checkpoint(spec: ModelSpec, weights: str | os.PathLike[str]) -> Checkpo
         path = download_checkpoint(spec.weights_url, spec.name, spec.weights_sha256)
         return Checkpoint(_read_state_dict(path), origin=spec.weights_url)
     path = Path(weights).expanduser()
-    if not path.is_file():
+    problem = input_file_problem(path)
+    if problem == "file not found":
         raise WeightsError(
-            f"checkpoint not found: {path} (use kinetics400, random, or a path to a file)"
-        )
+            f"checkpoint not found: {path} (use kinetics400, random, or a path to a file)")
+    if problem:
+        raise WeightsError(f"checkpoint {path} {problem}")
     meta = read_sidecar(path)
     model_name = meta.get("model")
     if model_name is not None and model_name != spec.name:

@@ -18,9 +18,9 @@ from typing import NamedTuple
 import numpy as np
 
 from streamclf.engine.backends.factory import create_backend
-from streamclf.errors import ConfigError, DataError
+from streamclf.errors import ConfigError
 from streamclf.media.preprocess import ClipTransform
-from streamclf.media.video import centered_windows, probe, read_windows, sample_frames
+from streamclf.media.video import check_end, read_clips, sample_frames
 from streamclf.models.labels import ClassMap
 from streamclf.models.loader import LoadedModel, load_model
 
@@ -37,16 +37,6 @@ class ClassificationResult(NamedTuple):
     labels: list[str]
     scores: list[float]
     features: np.ndarray
-
-
-def _check_frame(frame: object, index: int) -> np.ndarray:
-    """``frame`` if it is an ``(H, W, 3)`` array with ``H, W >= 1``, else a DataError."""
-    shape = getattr(frame, "shape", None)
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or min(
-            frame.shape[:2]) < 1:
-        what = f"shape {tuple(shape)}" if shape is not None else type(frame).__name__
-        raise DataError(f"frame {index} must be an (H, W, 3) RGB image array, got {what}")
-    return frame
 
 
 class ActionClassifier:
@@ -106,10 +96,7 @@ class ActionClassifier:
         Raises:
             DataError: no frames, or a frame that is not an ``(H, W, 3)`` image.
         """
-        if len(frames) == 0:
-            raise DataError("no frames to classify")
-        return np.stack([self.transform.spatial(_check_frame(frames[int(i)], int(i)))
-                         for i in self.transform.select(len(frames))])
+        return self.transform.prepare(frames)
 
     def infer(
         self, clips: Sequence[Sequence[np.ndarray] | np.ndarray]
@@ -145,22 +132,26 @@ class ActionClassifier:
         sample_type: str | None = None,
         num_samples: int | None = None,
         time_step: float | None = None,
+        allow_truncated: bool = False,
     ) -> ClassificationResult:
         """Classify a video file.
 
         By default: ``clips`` windows of the model's duration (num_frames x
         sampling_rate / 30 s, in the video's own time), one centred or several evenly
-        spread, probabilities averaged; a shorter video is used whole. With
+        spread, probabilities averaged; a shorter video is used whole (the window rule of
+        :mod:`streamclf.media.clips`, the one the live pipeline uses too). With
         ``sample_type`` (``uniform_temporal_subsample`` / ``time_step_sample``) the frames
         are sampled towhee-style over the whole video and fed as one clip.
 
         Equivalent to ``classify_clips(decode_file(path, ...))``; see :meth:`decode_file`.
 
         Raises:
-            DataError: missing, unreadable, corrupt or truncated file.
+            DataError: missing, unreadable, corrupt or truncated file (also when the clips
+                lie before the point where it was cut, unless ``allow_truncated``).
         """
         return self.classify_clips(
-            self.decode_file(path, clips, sample_type, num_samples, time_step)
+            self.decode_file(path, clips, sample_type, num_samples, time_step,
+                             allow_truncated)
         )
 
     def decode_file(
@@ -170,6 +161,7 @@ class ActionClassifier:
         sample_type: str | None = None,
         num_samples: int | None = None,
         time_step: float | None = None,
+        allow_truncated: bool = False,
     ) -> list[np.ndarray]:
         """Decode ``path`` into the clips :meth:`classify_file` feeds the model.
 
@@ -181,15 +173,16 @@ class ActionClassifier:
         may decode files for one classifier, whose inference must stay on one thread.
 
         Raises:
-            DataError: missing, unreadable, corrupt or truncated file.
+            DataError: missing, unreadable, corrupt or truncated file: the file's end is
+                checked against its declared length (:func:`~streamclf.media.video.check_end`)
+                unless ``allow_truncated``.
         """
+        if not allow_truncated:
+            check_end(Path(path))
         if sample_type is not None:
             frames, _ = sample_frames(Path(path), sample_type, num_samples, time_step)
             return [self.prepare(frames)]
-        info = probe(Path(path))
-        windows = centered_windows(info.duration_s, self.spec.clip_duration_s, clips)
-        found = read_windows(Path(path), windows, frame_fn=self.transform.spatial)
-        return [self.prepare(frames) for frames, _ in found]
+        return read_clips(Path(path), self.transform, clips)
 
 
 def classify_file(

@@ -173,8 +173,11 @@ def _row_item(
 
 
 def _is_video(path: Path) -> bool:
-    return (path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file()
-            and not path.name.startswith("."))
+    """A video by its name. FIFOs, broken or looping symlinks and unreadable files count
+    too: they are evaluated, so that each is listed in ``failed`` with what is wrong with
+    it rather than skipped in silence. Folders do not count."""
+    return (path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+            and not path.is_dir())
 
 
 def _read_tree(root: Path) -> list[DatasetItem]:

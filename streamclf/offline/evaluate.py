@@ -29,8 +29,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamclf.errors import ConfigError, StreamclfError
+from streamclf.errors import ConfigError, DataError, StreamclfError
 from streamclf.offline.datasets import DatasetItem, match_labels
+from streamclf.paths import input_file_problem
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +106,10 @@ def _decode(
     """Runs on a decode thread; ``None`` when the evaluation stopped before it began."""
     if halt.is_set():
         return None
+    problem = input_file_problem(item.path)  # a FIFO would block the decoder forever
+    if problem:
+        raise DataError(f"{item.path} {problem}" if problem != "file not found" else
+                        f"{item.path}: file not found")
     return clf.decode_file(item.path, clips=clips)
 
 

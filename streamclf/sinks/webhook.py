@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from streamclf.errors import ConfigError
 from streamclf.live.events import jsonable
-from streamclf.media.sources import mask_credentials
+from streamclf.masking import mask_credentials
 from streamclf.types import Event
 
 __all__ = ["WebhookForwarder", "check_webhook_url"]

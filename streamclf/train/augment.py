@@ -23,12 +23,12 @@ import numpy as np
 
 from streamclf._lazy import cv2_module
 from streamclf.errors import DataError
+from streamclf.media.clips import uniform_indices
 from streamclf.media.preprocess import (
     ClipTransform,
     normalize_clip,
     pack_pathways,
     short_side_shape,
-    uniform_indices,
 )
 
 if TYPE_CHECKING:

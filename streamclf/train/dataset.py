@@ -1,10 +1,11 @@
 """Clips for training: decode one clip of the model's duration per video, transform it.
 
 Training takes a random clip of ``clip_s`` seconds per video per epoch, validation the
-centred one (the clip ``streamclf classify`` takes). Every random draw comes from
-``numpy.random.default_rng([seed, epoch, index])``, so a sample's clip and augmentation
-depend only on those three numbers: the same with 0 or 8 loader workers, and the same
-after ``--resume``.
+centred one (the clip ``streamclf classify`` takes); the span and the frames in it follow
+the window rule of :mod:`streamclf.media.clips` (a frame folder's frame ``i`` is at
+``i / fps``). Every random draw comes from ``numpy.random.default_rng([seed, epoch,
+index])``, so a sample's clip and augmentation depend only on those three numbers: the
+same with 0 or 8 loader workers, and the same after ``--resume``.
 
 :class:`ClipDataset` is a torch ``Dataset``; it is pickled into the loader's worker
 processes and holds no open files (each item opens its video and closes it).
@@ -13,7 +14,6 @@ processes and holds no open files (each item opens its video and closes it).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,8 @@ import numpy as np
 
 from streamclf._lazy import cv2_module, require
 from streamclf.errors import DataError
-from streamclf.media.video import centered_windows, probe, read_windows
+from streamclf.media.clips import frame_times, span_frames, train_span
+from streamclf.media.video import probe, read_windows
 from streamclf.train.data import IMAGE_EXTENSIONS, Sample
 
 __all__ = ["Batch", "ClipDataset", "collate", "read_clip", "sample_rng"]
@@ -39,15 +40,6 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def _span(duration_s: float, clip_s: float, rng: np.random.Generator | None) -> tuple[float, float]:
-    """A random (``rng``) or centred (``None``) window of ``clip_s`` in ``duration_s``;
-    the whole video when it is not longer than the clip or its length is unknown."""
-    if rng is None or duration_s <= clip_s:
-        return centered_windows(duration_s, clip_s)[0]
-    start = float(rng.uniform(0.0, duration_s - clip_s))
-    return start, start + clip_s
-
-
 def _read_frame_folder(
     folder: Path, fps: float, clip_s: float, rng: np.random.Generator | None
 ) -> np.ndarray:
@@ -55,11 +47,12 @@ def _read_frame_folder(
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise DataError(f"{folder}: no frames")
-    start, end = _span(len(files) / fps, clip_s, rng)
-    first = max(0, math.floor(start * fps))
-    last = len(files) if math.isinf(end) else min(len(files), max(first + 1, math.ceil(end * fps)))
+    span = train_span(len(files) / fps, clip_s, rng)
+    picked = span_frames(frame_times(len(files), fps), span)
+    if not len(picked):
+        raise DataError(f"{folder}: no frames in the requested time span")
     frames = []
-    for path in files[first:last]:
+    for path in (files[int(i)] for i in picked):
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise DataError(f"{path}: not a readable image")
@@ -86,8 +79,7 @@ def read_clip(
     if sample.frame_fps is not None:
         return _read_frame_folder(sample.path, sample.frame_fps, clip_s, rng)
     info = probe(sample.path)
-    window = _span(info.duration_s, clip_s, rng)
-    frames, _ = read_windows(sample.path, [window])[0]
+    frames, _ = read_windows(sample.path, [train_span(info.duration_s, clip_s, rng)])[0]
     if any(f.shape != frames[0].shape for f in frames):
         raise DataError(f"{sample.path}: frame size changes inside the clip")
     return np.stack(frames)

@@ -24,7 +24,7 @@ import numpy as np
 
 from streamclf import __version__
 from streamclf._lazy import require
-from streamclf.errors import ConfigError, DataError
+from streamclf.errors import ConfigError, StreamclfError
 from streamclf.models.network import resolve_device
 from streamclf.models.registry import get_spec
 from streamclf.models.weights import read_sidecar
@@ -280,6 +280,6 @@ def _predict(paths: tuple[Path, ...], weights: Path, config: TrainConfig, device
             try:
                 res = clf.classify_file(path)
                 writer.writerow([str(path), res.labels[0], f"{res.scores[0]:.6f}", ""])
-            except (DataError, ValueError) as exc:
+            except StreamclfError as exc:  # one bad clip is a row, not the end
                 writer.writerow([str(path), "", "", str(exc)])
     log.info("predictions for %d clips in %s", len(paths), target)

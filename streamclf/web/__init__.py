@@ -1,7 +1,9 @@
-"""The web view: live overlay (MJPEG), top-k, events (SSE), health and upload.
+"""The web view: live overlay (MJPEG), top-k, events (SSE), health, stream control and
+upload.
 
 ``streamclf serve`` / ``streamclf run --web HOST:PORT``; see :mod:`streamclf.web.server`
-for the endpoints. Standard library only; importing this package loads no cv2 or torch.
+for the endpoints. Importing this package loads no cv2, torch or web framework: Starlette
+and uvicorn load when a :class:`WebServer` is built.
 """
 
 from streamclf.web.hub import WebHub

@@ -33,6 +33,7 @@ _QUEUE_MAX = 500
 @dataclass
 class _StreamState:
     health: Callable[[], dict[str, Any]]
+    owner: object = None
     jpeg: bytes | None = None
     frame_seq: int = 0
     viewers: int = 0
@@ -70,15 +71,22 @@ class WebHub:
         self.closed = False
 
     # -- producers ---------------------------------------------------------------------
-    def add_stream(self, stream: str, health: Callable[[], dict[str, Any]]) -> None:
-        """Register ``stream`` with its health callable (called on an HTTP thread)."""
+    def add_stream(self, stream: str, health: Callable[[], dict[str, Any]],
+                   owner: object = None) -> None:
+        """Register ``stream`` with its health callable (called on an HTTP thread);
+        ``owner`` is what may later remove this registration (see :meth:`remove_stream`)."""
         with self._cond:
-            self._streams[stream] = _StreamState(health)
+            self._streams[stream] = _StreamState(health, owner)
 
-    def remove_stream(self, stream: str) -> None:
-        """Forget ``stream`` (its viewers' waits return None)."""
+    def remove_stream(self, stream: str, owner: object = None) -> None:
+        """Forget ``stream`` (its viewers' waits return None). With ``owner``, only if the
+        registration is still that owner's: a stream that ended by itself leaves the page,
+        but a newer stream that took its id meanwhile stays."""
         with self._cond:
-            self._streams.pop(stream, None)
+            state = self._streams.get(stream)
+            if state is None or (owner is not None and state.owner is not owner):
+                return
+            del self._streams[stream]
             self._cond.notify_all()
 
     def has_viewers(self, stream: str) -> bool:

@@ -5,7 +5,8 @@ pipeline's own extension points (nothing of the pipeline is replaced):
 * :func:`mjpeg_frame_sinks`, the pipeline's ``frame_sinks``: each new stream registers in
   the hub with its health (``/api/status``) and gets an
   :class:`~streamclf.web.mjpeg_sink.MjpegSink` among its overlay outputs
-  (``/stream.mjpg``).
+  (``/stream.mjpg``); the stream leaves the hub when that sink closes (the stream ended,
+  by itself or removed).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def mjpeg_frame_sinks(hub: WebHub, max_fps: float = 15.0) -> FrameSinks:
     watches, at most ``max_fps``)."""
 
     def make(stream: str, health: Callable[[], StreamHealth]) -> Sequence[FrameSink]:
-        hub.add_stream(stream, lambda: health().as_dict())
-        return [MjpegSink(hub, stream, max_fps=max_fps)]
+        sink = MjpegSink(hub, stream, max_fps=max_fps)
+        hub.add_stream(stream, lambda: health().as_dict(), owner=sink)  # until sink.close()
+        return [sink]
 
     return make

@@ -46,4 +46,6 @@ class MjpegSink:
             self.hub.publish_frame(self.stream, buf.tobytes())
 
     def close(self) -> None:
-        """Nothing to release; the hub keeps the last frame."""
+        """The stream ended (or was removed): it leaves the hub, unless a newer stream has
+        taken its id meanwhile."""
+        self.hub.remove_stream(self.stream, owner=self)

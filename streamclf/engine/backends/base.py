@@ -9,7 +9,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from streamclf.media.preprocess import ClipTransform, normalize_clip, uniform_indices
+from streamclf.media.clips import slow_indices
+from streamclf.media.preprocess import ClipTransform, normalize_clip
 
 __all__ = ["FakeBackend", "InferenceBackend", "batch_pathways"]
 
@@ -34,7 +35,7 @@ def batch_pathways(clips: Sequence[np.ndarray], transform: ClipTransform) -> lis
         normalize_clip(clip, spec.mean, spec.std, out=fast[b])
     if not spec.slowfast_alpha:
         return [fast]
-    return [np.ascontiguousarray(fast[:, :, uniform_indices(t, t // spec.slowfast_alpha)]), fast]
+    return [np.ascontiguousarray(fast[:, :, slow_indices(t, spec.slowfast_alpha)]), fast]
 
 
 @runtime_checkable

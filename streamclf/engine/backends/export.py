@@ -33,6 +33,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: One line per set-up step of a first run, with its time (the CLI shows them by default).
+setup_log = logging.getLogger("streamclf.setup")
 
 #: Output names of every exported graph, in order.
 OUTPUT_NAMES = ("scores", "features")
@@ -312,7 +315,11 @@ def cached_onnx(model: LoadedModel, cache_dir: Path | None = None) -> Path:
         if target.is_file():
             log.debug("using cached ONNX export %s", target)
             return target
-        return export_onnx(model, target, write_labels=False)
+        start = time.perf_counter()
+        path = export_onnx(model, target, write_labels=False)
+        setup_log.info("exported %s to ONNX in %.1f s (once: cached as %s)", model.spec.name,
+                       time.perf_counter() - start, path)
+        return path
 
 
 class TensorInfo(NamedTuple):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamclf.config import BACKENDS, PRECISIONS
 from streamclf.engine.backends.base import InferenceBackend
 from streamclf.engine.backends.cache import cache_root
 from streamclf.errors import ConfigError, ModelError, StreamclfError
@@ -28,9 +29,9 @@ from streamclf.models.loader import LoadedModel
 __all__ = ["BACKENDS", "PRECISIONS", "BackendChoice", "cache_root", "create_backend"]
 
 log = logging.getLogger(__name__)
+#: One line per set-up step of a first run, with its time (the CLI shows them by default).
+setup_log = logging.getLogger("streamclf.setup")
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -149,18 +150,32 @@ def create_backend(
     clip = np.zeros((spec.num_frames, spec.crop_size, spec.crop_size, 3), dtype=np.uint8)
     timings: dict[str, float] = {}
     built: dict[str, InferenceBackend] = {}
-    for cand in _candidates(model, precision):
+    candidates = _candidates(model, precision)
+    setup_log.info("backend auto: first run of %s here: timing %s (exports and conversions "
+                   "happen once; the choice is cached in %s)", spec.name,
+                   ", ".join(candidates), cache_file)
+    started = time.perf_counter()
+    for cand in candidates:
+        t0 = time.perf_counter()
         try:
             backend = _build(cand, model, precision, threads)
             timings[cand] = timer(backend, clip)
             built[cand] = backend
+            setup_log.info("backend auto: %s: %.0f ms per clip (set up and timed in %.1f s)",
+                           cand, timings[cand], time.perf_counter() - t0)
         except StreamclfError as exc:
             log.info("backend %s unavailable for %s: %s", cand, spec.name, exc)
+            setup_log.info("backend auto: %s: unavailable (%s; %.1f s)", cand, exc,
+                           time.perf_counter() - t0)
         except Exception as exc:  # a backend that cannot run this model is skipped
             log.info("backend %s failed on %s: %s: %s", cand, spec.name, type(exc).__name__, exc)
+            setup_log.info("backend auto: %s: failed on %s (%.1f s)", cand, spec.name,
+                           time.perf_counter() - t0)
     if not timings:
         raise ModelError(f"no backend can run {spec.name} here")
     best = min(timings, key=timings.__getitem__)
+    setup_log.info("backend auto: %s is the fastest (all timed in %.1f s)", best,
+                   time.perf_counter() - started)
     cached[key] = {"backend": best, "ms": {k: round(v, 1) for k, v in timings.items()},
                    "measured": time.strftime("%Y-%m-%d")}
     _write_cache(cache_file, cached)

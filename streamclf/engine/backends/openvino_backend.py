@@ -55,7 +55,7 @@ from streamclf.engine.backends.base import batch_pathways
 from streamclf.engine.backends.cache import cache_root, model_fingerprint
 from streamclf.errors import ConfigError, ModelError
 from streamclf.media.preprocess import ClipTransform
-from streamclf.media.video import centered_windows, probe, read_windows
+from streamclf.media.video import read_clips
 from streamclf.models.loader import LoadedModel
 from streamclf.models.registry import ModelSpec
 
@@ -72,6 +72,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: One line per set-up step of a first run, with its time (the CLI shows them by default).
+setup_log = logging.getLogger("streamclf.setup")
 
 PRECISIONS = ("fp32", "bf16", "int8")
 #: The accuracy bar int8 must meet against fp32: mean feature cosine on real clips.
@@ -120,7 +122,8 @@ def calibration_clips_from_videos(
     """Real clips for int8 calibration, decoded the way ``classify_file`` does.
 
     Each video gets ``clips_per_video`` windows of the model's duration spread over it
-    (:func:`~streamclf.media.video.centered_windows`); frames are resized and cropped on decode
+    (:func:`~streamclf.media.video.read_clips`: the window rule of
+    :mod:`streamclf.media.clips`); frames are resized and cropped on decode
     (``ClipTransform(spec).spatial``) and ``spec.num_frames`` of them picked uniformly.
 
     Returns:
@@ -132,10 +135,7 @@ def calibration_clips_from_videos(
     transform = ClipTransform(spec)
     clips: list[np.ndarray] = []
     for path in paths:
-        windows = centered_windows(probe(Path(path)).duration_s, spec.clip_duration_s,
-                                   clips_per_video)
-        for frames, _ in read_windows(Path(path), windows, frame_fn=transform.spatial):
-            clips.append(np.stack([frames[int(i)] for i in transform.select(len(frames))]))
+        clips.extend(read_clips(Path(path), transform, clips_per_video))
     return clips
 
 
@@ -307,16 +307,16 @@ class OpenVINOBackend:
                  else _default_calibration(self.model.spec))
         int8 = self._quantize(fp32, clips)
         _save_or_warn(ov, int8, self.ir_path)
-        log.info("openvino: quantised %s to int8 on %d clips in %.1f s; IR saved to %s",
-                 name, len(clips), time.perf_counter() - start, self.ir_path)
+        setup_log.info("openvino: quantised %s to int8 on %d clips in %.1f s; IR saved to %s",
+                       name, len(clips), time.perf_counter() - start, self.ir_path)
         return int8, False
 
     def _convert_and_save(self, ov: Any, path: Path) -> Any:
         start = time.perf_counter()
         ov_model = _convert(ov, self.model)
         _save_or_warn(ov, ov_model, path)
-        log.info("openvino: converted %s in %.1f s; IR saved to %s", self.model.spec.name,
-                 time.perf_counter() - start, path)
+        setup_log.info("openvino: converted %s in %.1f s; IR saved to %s",
+                       self.model.spec.name, time.perf_counter() - start, path)
         return ov_model
 
     def _quantize(self, ov_model: Any, clips: Sequence[np.ndarray]) -> Any:
