@@ -29,6 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from streamclf.errors import ConfigError
+from streamclf.sections import (
+    AlertRule,
+    ClipsConfig,
+    MqttConfig,
+    WebhookConfig,
+    build_section,
+    parse_roi,
+)
 
 #: The inference backends (``auto``: the fastest measured here) and precisions: the schema's
 #: choices, the flags' and the factory's.
@@ -81,6 +89,10 @@ def _validate(obj: Any) -> None:
         if f.name == "streams":
             continue
         meta, key = f.metadata, f.name
+        if "parse" in meta:  # a nested section or a structured value (streamclf.sections)
+            raw = getattr(obj, key)
+            object.__setattr__(obj, key, None if raw is None else meta["parse"](raw))
+            continue
         value = _check_type(key, getattr(obj, key), str(f.type))
         if value is not None:
             if "choices" in meta and value not in meta["choices"]:
@@ -130,6 +142,12 @@ class StreamConfig:
     output: str | None = _f(None, "write the overlay video here ({stream}: the stream id)",
                             path=True)
     display: bool = _f(False, "show the overlay in a window")
+    roi: tuple[float, float, float, float] | None = _f(
+        None, "region of interest x,y,w,h: fractions of the frame, or pixels when > 1; the "
+              "model sees only it", parse=parse_roi, metavar="X,Y,W,H")
+    alerts: AlertRule | None = _f(  # noqa: RUF009 - field() with metadata
+        None, "alert rule: labels, min_score, min_duration_s, cooldown_s",
+        parse=lambda v: build_section(AlertRule, v, "alerts"), flag=None)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -176,7 +194,21 @@ class RunConfig:
     events: str | None = _f(None, "JSON Lines event log", path=True)
     events_max_bytes: int | None = _f(None, "rotate the event log at this size",
                                       range=(1024, None))
-    webhook: str | None = _f(None, "POST every event as JSON to this http(s) URL")
+    webhook: WebhookConfig | None = _f(  # noqa: RUF009 - field() with metadata
+        None, "POST events as JSON to this http(s) URL (config: url, secret, alerts_only)",
+        parse=lambda v: build_section(WebhookConfig, {"url": v} if isinstance(v, str) else v,
+                                      "webhook"), metavar="URL")
+    db: str | None = _f(None, "SQLite event store of labels and alerts", path=True)
+    mqtt: MqttConfig | None = _f(  # noqa: RUF009 - field() with metadata
+        None, "MQTT broker for alerts and labels, mqtt://[user:pass@]host[:port] (config: "
+              "url, prefix)",
+        parse=lambda v: build_section(MqttConfig, {"url": v} if isinstance(v, str) else v,
+                                      "mqtt"), metavar="URL")
+    clips: ClipsConfig | None = _f(  # noqa: RUF009 - field() with metadata
+        None, "folder of alert clips and snapshots (config: dir, pre_s, post_s, max_gb, "
+              "max_days)",
+        parse=lambda v: build_section(ClipsConfig, {"dir": v} if isinstance(v, str) else v,
+                                      "clips"), metavar="DIR")
     duration: float | None = _f(None, "stop after this many seconds", positive=True)
     quiet: bool = _f(False, "no status line")
     streams: Sequence[StreamConfig] = field(default=(), metadata={"help": "the streams"})
@@ -198,9 +230,6 @@ class RunConfig:
         if len(set(outputs)) != len(outputs):
             raise ConfigError("two streams write the same output video; give each its own "
                               "(a {stream} placeholder in the path does it)")
-        if self.webhook is not None and not re.match(r"^https?://[^/\s]+", self.webhook):
-            raise ConfigError(f"config key 'webhook' {_short(self.webhook)}: use an http:// "
-                              "or https:// URL")
 
 
 def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
@@ -255,7 +284,14 @@ def parse_source_arg(text: str, index: int) -> tuple[str, str]:
 
 
 def _relative_to(base: Path, values: dict[str, Any], cls: type) -> None:
-    """Make the path keys of ``values`` (and a file ``source``) relative to ``base``."""
+    """Make the path keys of ``values`` (and a file ``source``, and the clips folder)
+    relative to ``base``."""
+    clips = values.get("clips")
+    if cls is RunConfig and isinstance(clips, Mapping) and isinstance(clips.get("dir"), str) \
+            and not Path(clips["dir"]).is_absolute():
+        values["clips"] = {**clips, "dir": str(base / clips["dir"])}
+    elif cls is RunConfig and isinstance(clips, str) and not Path(clips).is_absolute():
+        values["clips"] = str(base / clips)
     for key, f in _fields(cls).items():
         value = values.get(key)
         if not isinstance(value, str) or not value or Path(value).is_absolute():

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         connection = connect(args.address, num_cpus=args.num_cpus)
         log.info("ray: %s", connection.address)
         if config.webhook:
-            webhook = WebhookForwarder(config.webhook, timeout_s=args.webhook_timeout)
+            webhook = WebhookForwarder(config.webhook.url, timeout_s=args.webhook_timeout)
             webhook.start()
             bus.add_sink(webhook, "webhook", inline=True)  # never blocks: its own queue
         status = None if config.quiet else sys.stderr

@@ -56,8 +56,12 @@ def _kwargs(f: dataclasses.Field[Any], text: str) -> dict[str, Any]:
     if "bool" in kind:
         return {"dest": f.name, "action": "store_true", "help": text}
     conv: Any = float if "float" in kind else int if "int" in kind else str
+    if "parse" in f.metadata:  # a section given by its main value (URL, folder) or a box
+        conv = str
     kwargs: dict[str, Any] = {"dest": f.name, "type": conv, "help": text}
-    if "choices" in f.metadata:
+    if "metavar" in f.metadata:
+        kwargs["metavar"] = f.metadata["metavar"]
+    elif "choices" in f.metadata:
         kwargs["choices"] = list(f.metadata["choices"])
     else:
         kwargs["metavar"] = "S" if f.name.endswith("_s") else f.name.upper()

@@ -126,7 +126,7 @@ class LivePipeline:
             if config.webhook is not None:
                 from streamclf.sinks.webhook import WebhookForwarder, check_webhook_url
 
-                hook = WebhookForwarder(check_webhook_url(config.webhook))
+                hook = WebhookForwarder(check_webhook_url(config.webhook.url))
                 hook.start()
                 self.bus.add_sink(hook, "webhook", inline=True)  # never blocks: own queue
             for sink in sinks:

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,9 @@ class StreamRunner:
         extra_fields: called on the worker thread for each prediction; its fields are added
             to the ``prediction`` event (a cluster actor adds ``batch`` and ``model_actor``).
         close_parts: closes what was opened for a stream that is never started.
+        frame_taps: called on the capture thread with each frame the ring took (the source's
+            own resolution, ``(H, W, 3)`` uint8 RGB); must return at once (e.g. the event
+            clips' pre-roll buffer copies the reference and goes).
 
     Thread-safety: ``start``/``stop`` from the owner's thread; ``health``, ``totals`` and
     ``finished`` from any thread (counters are read without locks and may be one frame
@@ -87,8 +90,10 @@ class StreamRunner:
                  renderer: OverlayRenderer | None = None, source_fps_hint: float = 30.0,
                  backend_name: str = "",
                  extra_fields: Callable[[], Mapping[str, Any]] | None = None,
-                 close_parts: Callable[[], None] | None = None) -> None:
+                 close_parts: Callable[[], None] | None = None,
+                 frame_taps: Sequence[Callable[[Frame], None]] = ()) -> None:
         self.config, self.spec, self.labels = config, spec, tuple(labels)
+        self._frame_taps = tuple(frame_taps)
         self.bus, self.worker, self.renderer = bus, worker, renderer
         self.stream = config.stream_id
         self.source_name = mask_credentials(str(config.source))
@@ -158,6 +163,8 @@ class StreamRunner:
             self.worker.notify()
             if self.renderer is not None:
                 self.renderer.submit(frame.image, self._status)
+            for tap in self._frame_taps:
+                tap(frame)
         return accepted
 
     def _on_capture_event(self, kind: str, fields: dict[str, Any]) -> None:
