@@ -56,7 +56,7 @@ def test_classify_every_manifest_video(shared_data: Path) -> None:
 
 def test_classify_text_json_and_features(tai_chi_clip: Path) -> None:
     out = run_cli("classify", str(tai_chi_clip), "--weights", "random", "--topk", "3",
-                  "--json", "--features", "--clips", "2")
+                  "--json", "--features", "--num-clips", "2")
     assert out.returncode == 0, out.stderr
     obj = json.loads(out.stdout)
     assert len(obj["labels"]) == 3 and len(obj["features"]) == 2048

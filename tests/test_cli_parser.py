@@ -114,6 +114,9 @@ def test_serve_and_run_take_the_web_address_the_same_way() -> None:
     (["train", "d", "--model", "x3d_xs", "--workers", "2"], "loader_processes", 2,
      "--loader-processes"),
     (["bench", "--json", "r.json"], "report", "r.json", "--report"),
+    # --clips is run's and serve's folder of alert clips; the count is --num-clips
+    (["classify", "a.mp4", "--clips", "3"], "clips", 3, "--num-clips"),
+    (["evaluate", "d", "--clips", "2"], "clips", 2, "--num-clips"),
 ])
 def test_old_spellings_still_work_with_a_warning(
     argv: list[str], dest: str, value: object, use: str, capsys: pytest.CaptureFixture[str],

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from streamclf.cli import checks
-from streamclf.cli.common import ExitCode, add_data_argument, resolve_data
+from streamclf.cli.common import Deprecated, ExitCode, add_data_argument, resolve_data
 from streamclf.cli.flags import add_model_flags
 from streamclf.errors import ConfigError
 from streamclf.offline.datasets import DatasetItem, read_dataset
@@ -49,8 +49,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="decoding threads feeding the one model (default 2)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="inference threads (default: all cores but one)")
-    p.add_argument("--clips", type=int, default=1, metavar="N",
+    p.add_argument("--num-clips", dest="clips", type=int, default=1, metavar="N",
                    help="clips per file, evenly spread, probabilities averaged (default 1)")
+    p.add_argument("--clips", dest="clips", type=int, action=Deprecated, use="--num-clips N",
+                   default=1)
     p.add_argument("--path-column", default=None,
                    help="CSV column of the video paths (default: path, file or video)")
     p.add_argument("--label-column", default=None,

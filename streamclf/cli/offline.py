@@ -34,9 +34,12 @@ def add_parsers(sub: Any) -> None:
     classify = sub.add_parser("classify", help="classify video files")
     classify.add_argument("paths", nargs="+", metavar="PATH", help="video files")
     add_model_flags(classify)
-    classify.add_argument("--clips", type=int, default=1, metavar="N",
+    classify.add_argument("--num-clips", dest="clips", type=int, default=1, metavar="N",
                           help="clips per file, evenly spread, probabilities averaged "
                                "(default 1, centred)")
+    # --clips is the event clips' folder of run/serve; the old spelling still works here
+    classify.add_argument("--clips", dest="clips", type=int, action=Deprecated,
+                          use="--num-clips N", default=1)
     classify.add_argument("--sample-type", choices=_SAMPLE_TYPES, default=None,
                           help="towhee-style sampling over the whole video instead of clips")
     classify.add_argument("--num-samples", type=int, default=None, metavar="N",
@@ -107,8 +110,8 @@ def _error(message: str) -> None:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     """Classify each file; a bad file is one line and the others still print (exit 1)."""
-    checks.check_min("--clips", args.clips, 1, integer=True)
-    checks.check_max("--clips", args.clips, MAX_CLIPS, "each clip is held in memory")
+    checks.check_min("--num-clips", args.clips, 1, integer=True)
+    checks.check_max("--num-clips", args.clips, MAX_CLIPS, "each clip is held in memory")
     checks.check_min("--topk", args.topk, 1, integer=True)
     checks.check_max("--topk", args.topk, 1000, "the largest class list")
     checks.check_max("--num-samples", args.num_samples, MAX_SAMPLES,
