@@ -5,7 +5,7 @@
 
 Checks, after a warm-up: RSS growth < 50 MB, a constant thread count, and that every
 prediction was logged exactly once with contiguous ``seq`` numbers. Exit status 1 if a check
-fails. ``tests/test_soak.py`` runs the 60 s version in CI.
+fails. ``tests/test_soak.py`` runs a 30 s version in CI.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ A run writes an event log (appended) and overlay videos (overwritten). Neither m
 * the same file as another output;
 * an existing directory, or an existing file that is not of the kind being written: a video
   output may replace only a video (an MP4/MOV ``ftyp`` box or an AVI ``RIFF`` header), an
-  event log may append only to an empty file or one whose first line is a JSON object.
+  event log may append only to an empty file or one whose first line is a JSON object, an
+  event store (``db``) only to an SQLite file.
 
 :func:`check_outputs` raises :class:`~streamclf.errors.ConfigError` naming the key and the
 path; it reads at most a few bytes of each existing file.
@@ -50,6 +51,8 @@ def check_outputs(config: RunConfig, extra_inputs: Iterable[str] = ()) -> None:
     outputs: list[tuple[str, str, str]] = []
     if config.events:
         outputs.append(("events", config.events, "log"))
+    if config.db:
+        outputs.append(("db", config.db, "db"))
     outputs += [(f"output of stream {s.id!r}", s.output, "video")
                 for s in config.streams if s.output]
     seen: dict[Path, str] = {}
@@ -94,5 +97,8 @@ def _check_existing(what: str, path: Path, kind: str) -> None:
     if kind == "log" and not head.lstrip().startswith(b"{"):
         raise ConfigError(f"{what} {path} exists and is not a JSON Lines event log; refusing "
                           "to append to it")
+    if kind == "db" and head[:16] != b"SQLite format 3\x00":
+        raise ConfigError(f"{what} {path} exists and is not an event store (not SQLite); "
+                          "refusing to write to it")
     if kind == "video" and not (head[4:8] in _MP4_BOXES or head[:4] == b"RIFF"):
         raise ConfigError(f"{what} {path} exists and is not a video; refusing to overwrite it")

@@ -54,6 +54,7 @@ class SourceInfo:
     width: int
     height: int
     is_live: bool
+    sar: tuple[int, int] = (1, 1)  # sample (pixel) aspect ratio; (1, 1) also when unknown
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class EventType(str, Enum):
     RECONNECT_FAILED = "reconnect_failed"
     SOURCE_RESTORED = "source_restored"
     ERROR = "error"
+    ALERT = "alert"
     STOPPED = "stopped"
 
     def __str__(self) -> str:

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -71,3 +72,23 @@ def restore_switch_interval() -> Iterator[None]:
     before = sys.getswitchinterval()
     yield
     sys.setswitchinterval(before)
+
+
+@pytest.fixture(scope="session")
+def sensitive_weights(tmp_path_factory: pytest.TempPathFactory, tai_chi_clip: Path) -> Path:
+    """A seeded input-sensitive x3d_xs checkpoint file (tests/checkpoints.py): its scores
+    change from window to window, so equal lists mean equal windows. Built once (~40 s)."""
+    from tests.test_onnx import checkpointed_model
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    checkpointed_model("x3d_xs", tai_chi_clip, folder)
+    return folder / "x3d_xs.pyth"
+
+
+@pytest.fixture(scope="session")
+def sensitive_backend(sensitive_weights: Path) -> Any:
+    """The torch backend on :func:`sensitive_weights`."""
+    from streamclf.engine.backends.torch_backend import TorchBackend
+    from streamclf.models.loader import load_model
+
+    return TorchBackend(load_model("x3d_xs", sensitive_weights, device="cpu"))

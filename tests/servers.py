@@ -11,6 +11,7 @@ Use them as context managers (or call ``close()``) so that every test cleans up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -20,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -249,6 +250,28 @@ def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     try:
         received: list[dict[str, Any]] = server.received  # type: ignore[attr-defined]
         yield f"http://127.0.0.1:{server.server_address[1]}/events", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[int]:
+    """Serve ``folder``'s files on 127.0.0.1 (a free port, yielded) until the block ends: the
+    pages a test's browser opens (another origin, or a clip and its snapshot)."""
+    handler = functools.partial(_QuietFiles, directory=str(folder))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()

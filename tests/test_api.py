@@ -65,17 +65,6 @@ def test_every_api_mistake_is_a_streamclf_error(tmp_path: Path) -> None:
     assert issubclass(ConfigError, StreamclfError) and "LivePipeline" in streamclf.__all__
 
 
-@pytest.fixture(scope="module")
-def sensitive_backend(tmp_path_factory: pytest.TempPathFactory, tai_chi_clip: Path) -> Any:
-    """x3d_xs on a seeded input-sensitive checkpoint (tests/checkpoints.py), torch backend:
-    its scores change from window to window, so equal lists mean equal windows."""
-    from streamclf.engine.backends.torch_backend import TorchBackend
-    from tests.test_onnx import checkpointed_model
-
-    return TorchBackend(checkpointed_model("x3d_xs", tai_chi_clip,
-                                           tmp_path_factory.mktemp("ckpt")))
-
-
 def _predictions(cfg: RunConfig, backend: Any) -> dict[str, list[list[Any]]]:
     events: list[Event] = []
     with LivePipeline(cfg, sinks=[events.append], backend=backend) as pipe:

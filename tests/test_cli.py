@@ -127,7 +127,7 @@ def test_run_help_comes_from_the_config_schema() -> None:
                    "--pace {realtime,fast}", "(default realtime)",
                    "--stream-id ID stream id", "(default cam0)",
                    "--backend {auto,torch,onnxruntime,openvino}",
-                   "--webhook WEBHOOK POST every event as JSON",
+                   "--webhook URL POST events as JSON", "--mqtt URL", "--clips DIR",
                    "--max-batch MAX_BATCH", "(default 4)",
                    "--backoff-initial S", "--loop replay a file forever (default false)"):
         assert needle in text, needle

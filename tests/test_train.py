@@ -161,11 +161,12 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
              "--batch-size", "3", "--crop-size", "130", "--lr", "1e-3", "--warmup-epochs",
              "0.5", "--step-epochs", "1", "--precise-bn", "1", "--device", "cpu", "--seed",
              "7", "--quiet"]
-    whole = run_cli(*flags, "--workers", "0", "--epochs", "2", "--out", str(tmp_path / "a"))
+    whole = run_cli(*flags, "--loader-processes", "0", "--epochs", "2", "--out",
+                    str(tmp_path / "a"))
     assert whole.returncode == 0, whole.stderr
     assert [r["epoch"] for r in _metrics(tmp_path / "a")] == [1, 2]
     assert ckpt.load_state(tmp_path / "a")["steps"] == 4
-    flags += ["--workers", "1", "--out", str(tmp_path / "b")]
+    flags += ["--loader-processes", "1", "--out", str(tmp_path / "b")]
     first = run_cli(*flags, "--epochs", "1")
     assert first.returncode == 0, first.stderr
     state = ckpt.load_state(tmp_path / "b")  # weights-only loadable
@@ -199,7 +200,8 @@ def test_acceptance_learns_temporal_order_and_serves_it(tmp_path: Path) -> None:
     train = run_cli("train", "--data", str(root), "--model", "x3d_xs", "--weights", "random",
                     "--device", "cpu", "--crop-size", "130", "--batch-size", "8", "--epochs",
                     "4", "--lr", "1e-3", "--warmup-epochs", "0.5", "--step-epochs", "3",
-                    "--precise-bn", "6", "--workers", "1", "--seed", "0", "--out", str(out))
+                    "--precise-bn", "6", "--loader-processes", "1", "--seed", "0",
+                    "--out", str(out))
     trained = time.monotonic()
     assert train.returncode == 0, train.stderr
     epochs = [line for line in train.stdout.splitlines() if line.startswith("epoch ")]
@@ -213,8 +215,10 @@ def test_acceptance_learns_temporal_order_and_serves_it(tmp_path: Path) -> None:
     assert predicted == {str(p): p.parent.name for p in held_out}
 
     weights = str(out / "best.safetensors")
+    # --backend torch: `auto` would time, export and convert every backend for this new
+    # checkpoint (a first run's minute), which is not what this test is about.
     classify = run_cli("classify", *map(str, held_out), "--model", "x3d_xs", "--weights",
-                       weights, "--device", "cpu", "--topk", "1", "--json")
+                       weights, "--device", "cpu", "--backend", "torch", "--topk", "1", "--json")
     assert classify.returncode == 0, classify.stderr
     got = {Path(o["path"]).parent.name + "/" + Path(o["path"]).name: o["labels"][0]
            for o in map(json.loads, classify.stdout.splitlines())}
@@ -223,7 +227,8 @@ def test_acceptance_learns_temporal_order_and_serves_it(tmp_path: Path) -> None:
     # evaluate: the folder tree predict/<class>/*.mp4, labels from the sidecar.
     report = tmp_path / "report.json"
     evaluate = run_cli("evaluate", str(root / "predict"), "--model", "x3d_xs", "--weights",
-                       weights, "--device", "cpu", "--quiet", "--report", str(report))
+                       weights, "--device", "cpu", "--backend", "torch", "--quiet", "--report",
+                       str(report))
     assert evaluate.returncode == 0, evaluate.stderr
     scored = json.loads(report.read_text())
     assert scored["recall@1"] == 1.0 and set(scored["per_class"]) == set(CLASSES)

@@ -167,7 +167,8 @@ def test_parse_bind() -> None:
 def test_page_status_and_unknown_paths(server: WebServer) -> None:
     status, headers, body = request(server, "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
-    for needle in (b'id="video"', b"stream.mjpg", b"EventSource", b"api/status", b"api/classify"):
+    for needle in (b'id="grid"', b"stream.mjpg", b"EventSource", b"api/status", b"api/classify",
+                   b'href="review"'):
         assert needle in body
     status, _, body = request(server, "/api/status")
     data = json.loads(body)

@@ -3,8 +3,6 @@ served by a real ``streamclf serve`` process streaming a real clip."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import re
@@ -12,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.servers import static_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -88,32 +86,36 @@ def test_page_in_headless_chromium(serve: tuple[str, Path], tai_chi_clip: Path,
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url, wait_until="domcontentloaded")
 
-            # The video element shows the MJPEG overlay, and it keeps changing.
-            page.wait_for_function(
-                "() => document.getElementById('video').naturalWidth > 0", timeout=60_000)
-            grab = """() => { const img = document.getElementById('video');
+            # The stream's grid cell shows the MJPEG overlay, and it keeps changing.
+            img = "document.querySelector('.cell[data-stream=hall] img.video')"
+            page.wait_for_function(f"() => {img} && {img}.naturalWidth > 0", timeout=60_000)
+            grab = f"""() => {{ const img = {img};
                 const c = document.createElement('canvas');
                 c.width = img.naturalWidth; c.height = img.naturalHeight;
                 const g = c.getContext('2d'); g.drawImage(img, 0, 0);
                 const d = g.getImageData(0, 0, c.width, c.height).data;
                 let h = 0; for (let i = 0; i < d.length; i += 97) h = (h * 31 + d[i]) | 0;
-                return [c.width, c.height, h]; }"""
+                return [c.width, c.height, h]; }}"""
             width, height, first = page.evaluate(grab)
             assert (width, height) == (340, 256)  # the clip's own size, overlay drawn on it
             page.wait_for_function(f"() => ({grab})()[2] !== {first}", timeout=15_000)
 
-            # Live events arrive over SSE; a prediction fills the top-k bars.
-            page.wait_for_selector("#events li.prediction", timeout=30_000)
-            page.wait_for_function(
-                "() => document.querySelectorAll('#topk .bar').length === 5", timeout=30_000)
+            # Live events arrive over SSE: predictions draw the score chart, the event list
+            # shows the rest (not every prediction).
+            chart = ".cell[data-stream=hall] canvas.chart"
+            page.wait_for_function(f"() => +document.querySelector('{chart}').dataset.points > 1",
+                                   timeout=30_000)
+            page.wait_for_selector(".cell[data-stream=hall] .legend span", timeout=10_000)
             assert page.locator("#events li.source_opened").count() >= 1
+            assert page.locator("#events li.prediction").count() == 0
 
-            # Health from /api/status.
+            # Health from /api/status, under readable names.
+            table = ".cell[data-stream=hall] table.health"
             page.wait_for_function(
-                "() => document.getElementById('health').innerText.includes('input_fps')",
+                f"() => document.querySelector('{table}').innerText.includes('Model rate')",
                 timeout=10_000)
-            health = page.inner_text("#health")
-            assert "source_state\tlive" in health and "hall" in page.inner_text("#stream-select")
+            health = page.inner_text(table)
+            assert "Input\tlive" in health and "Dropped frames" in health
 
             # Upload a real video and get labels back.
             page.set_input_files("#upload-file", str(tai_chi_clip))
@@ -169,25 +171,15 @@ def test_a_page_on_another_site_cannot_add_streams_or_write_files(
     site.mkdir()
     (site / "attack.html").write_text(ATTACK_PAGE.replace("TARGET", url)
                                       .replace("VICTIM", str(victim)))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=attacker.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
-    thread.start()
-    try:
-        with sync_api.sync_playwright() as pw:
-            browser = _browser(sync_api, pw, "--host-resolver-rules=MAP evil.test 127.0.0.1")
-            try:
-                page = browser.new_page()  # type: ignore[attr-defined]
-                page.goto(f"http://evil.test:{attacker.server_address[1]}/attack.html")
-                page.wait_for_function("() => document.title === 'sent'", timeout=15_000)
-                time.sleep(1.5)  # a stream, had one been added, would have started writing
-            finally:
-                browser.close()  # type: ignore[attr-defined]
-    finally:
-        attacker.shutdown()
-        attacker.server_close()
-        thread.join(5)
+    with static_server(site) as port, sync_api.sync_playwright() as pw:
+        browser = _browser(sync_api, pw, "--host-resolver-rules=MAP evil.test 127.0.0.1")
+        try:
+            page = browser.new_page()  # type: ignore[attr-defined]
+            page.goto(f"http://evil.test:{port}/attack.html")
+            page.wait_for_function("() => document.title === 'sent'", timeout=15_000)
+            time.sleep(1.5)  # a stream, had one been added, would have started writing
+        finally:
+            browser.close()  # type: ignore[attr-defined]
     with urllib.request.urlopen(url + "api/streams", timeout=10) as resp:
         assert json.loads(resp.read()) == {"streams": ["hall"]}
     assert victim.read_bytes() == b"precious"

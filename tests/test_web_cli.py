@@ -46,16 +46,17 @@ def test_run_web_serves_while_the_run_lasts(tai_chi_clip: Path, tmp_path: Path,
     def poll() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "status" not in seen:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
                 conn.request("GET", "/api/status", headers={"Authorization": "Bearer tk"})
                 resp = conn.getresponse()
                 body = json.loads(resp.read())
                 if body["streams"].get("cam0", {}).get("windows", 0) >= 1:
                     seen["status"] = body
-                conn.close()
             except OSError:
                 pass
+            finally:
+                conn.close()
             time.sleep(0.1)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -68,5 +69,7 @@ def test_run_web_serves_while_the_run_lasts(tai_chi_clip: Path, tmp_path: Path,
     assert status == 0
     assert seen["status"]["model"] == "x3d_xs"
     assert f"web view on http://127.0.0.1:{port}/" in capsys.readouterr().err
+    gone = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     with pytest.raises(OSError):
-        http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/")
+        gone.request("GET", "/")
+    gone.close()

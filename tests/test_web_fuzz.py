@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamclf.config import stream_keys
+from streamclf.sinks.store import EventStore
 from streamclf.web.uploads import ClassifierFactory, ClassifyService
 from tests.web_support import LiveWeb, LogCapture, live_web, raw, request
 
@@ -22,8 +23,10 @@ pytestmark = pytest.mark.slow
 
 PATHS = ["/", "/index.html", "/api/status", "/events", "/stream.mjpg", "/api/streams",
          "/api/streams/cam0", "/api/streams/", "/api/classify", "/nope", "/api/streams/a/b",
-         "//", "/%2e%2e/etc/passwd", "/api/status/"]
-QUERIES = ["", "?stream=cam0", "?stream=nope", "?token=x", "?stream=", "?a=%ff%fe", "?&&=="]
+         "//", "/%2e%2e/etc/passwd", "/api/status/", "/review", "/api/alerts",
+         "/clips/a.mp4", "/clips/../a.mp4", "/clips/%2e%2e%2fa.mp4", "/clips/"]
+QUERIES = ["", "?stream=cam0", "?stream=nope", "?token=x", "?stream=", "?a=%ff%fe", "?&&==",
+           "?since=1h&limit=5", "?limit=-1", "?since=%ff"]
 METHODS = ["GET", "GET", "POST", "POST", "POST", "POST", "DELETE", "DELETE", "HEAD", "PUT",
            "PATCH", "OPTIONS", "TRACE", "BREW", "get"]
 CTYPES = ["application/json", "application/json; charset=utf-8", "text/plain",
@@ -118,9 +121,13 @@ def fuzz_web(tmp_path_factory: pytest.TempPathFactory, tai_chi_clip: Path
              ) -> Iterator[tuple[LiveWeb, LogCapture]]:
     service = ClassifyService(ClassifierFactory("x3d_xs", "random", device="cpu"))
     service.classify(tai_chi_clip, "warm.mp4", timeout_s=120)  # the worker is up before
+    folder = tmp_path_factory.mktemp("fuzz-store")
+    EventStore(folder / "events.db").close()
+    (folder / "a.mp4").write_bytes(bytes(range(256)) * 40)  # Range requests have a file
     with LogCapture().installed() as logs, \
             live_web(tmp_path_factory.mktemp("fuzz"), classifier=service,
-                     upload_idle_s=1.0, max_upload_mb=1) as web:
+                     upload_idle_s=1.0, max_upload_mb=1, db=str(folder / "events.db"),
+                     clips_dir=str(folder)) as web:
         yield web, logs
 
 

@@ -19,7 +19,7 @@ from tests.web_support import JSON, live_web, post_json, raw, request
 
 ENDPOINTS = [("GET", "/"), ("GET", "/api/status"), ("GET", "/events"),
              ("GET", "/stream.mjpg"), ("GET", "/api/streams"), ("POST", "/api/streams"),
-             ("DELETE", "/api/streams/cam0"), ("POST", "/api/classify")]
+             ("DELETE", "/api/streams/cam0"), ("POST", "/api/classify"), ("GET", "/metrics")]
 
 
 def test_cross_site_text_plain_cannot_add_a_stream_or_write_a_file(tmp_path: Path) -> None:

@@ -150,13 +150,15 @@ class LiveWeb:
 
 
 @contextmanager
-def live_web(tmp_path: Path, **server_args: Any) -> Iterator[LiveWeb]:
-    """One live synthetic stream (``cam0``, FakeBackend, the real source and output parts)
-    in a running pipeline, served with a real StreamController, as ``run --web`` wires it."""
+def live_web(tmp_path: Path, stream_ids: tuple[str, ...] = ("cam0",),
+             **server_args: Any) -> Iterator[LiveWeb]:
+    """Live synthetic streams (default one, ``cam0``; FakeBackend, the real source and
+    output parts) in a running pipeline, served with a real StreamController, as ``run
+    --web`` wires it."""
     backend = FakeBackend(labels=("walking", "running", "waving"), script=[[0.6, 0.3, 0.1]])
     config = RunConfig(model="x3d_xs", quiet=True, events=str(tmp_path / "ev.jsonl"),
-                       streams=[StreamConfig(id="cam0", source="synthetic:160x120@15",
-                                             stride=0.5)])
+                       streams=[StreamConfig(id=sid, source="synthetic:160x120@15",
+                                             stride=0.5) for sid in stream_ids])
     hub = WebHub()
     server = WebServer(hub, "127.0.0.1", 0, **server_args)
     pipeline = LivePipeline(config, sinks=[HubSink(hub)], frame_sinks=mjpeg_frame_sinks(hub),

@@ -157,8 +157,8 @@ def source_problem(spec: str) -> str | None:
 
 
 def check_run(config: RunConfig, *, every_source: bool = True) -> None:
-    """The inputs of a live run: model, checkpoint, class map, device, event log, each
-    stream's overlay video and display, and its source.
+    """The inputs of a live run: model, checkpoint, class map, device, event log and store,
+    each stream's overlay video and display, and its source.
 
     Args:
         every_source: a source that cannot open fails the run (``run``: its pipeline
@@ -171,6 +171,8 @@ def check_run(config: RunConfig, *, every_source: bool = True) -> None:
     check_model(config.model, config.weights, config.classmap, config.device)
     if config.events:
         check_output("events", config.events)
+    if config.db:
+        check_output("--db", config.db)
     for stream in config.streams:
         if stream.output:
             check_output("output", stream.output)

@@ -23,6 +23,7 @@ from streamclf.config import RunConfig
 from streamclf.masking import mask_credentials
 from streamclf.signals import stop_on_signals
 from streamclf.sinks.webhook import WebhookForwarder, check_webhook_url
+from streamclf.types import EventType
 
 __all__ = ["add_parser", "run"]
 
@@ -134,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
         connection = connect(args.address, num_cpus=args.num_cpus)
         log.info("ray: %s", connection.address)
         if config.webhook:
-            webhook = WebhookForwarder(config.webhook.url, timeout_s=args.webhook_timeout)
+            webhook = WebhookForwarder.from_config(config.webhook, args.webhook_timeout)
             webhook.start()
-            bus.add_sink(webhook, "webhook", inline=True)  # never blocks: its own queue
+            bus.add_sink(webhook, "webhook", inline=True,  # never blocks: its own queue
+                         types={EventType.ALERT} if config.webhook.alerts_only else None)
         status = None if config.quiet else sys.stderr
         with stop_on_signals() as stop:  # after ray.init, which sets its own
             runner = ClusterRunner(config, options, bus, stop, status)

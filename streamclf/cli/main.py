@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from streamclf import __version__
 from streamclf.cli import cluster as cli_cluster
 from streamclf.cli import evaluate as cli_evaluate
+from streamclf.cli import events as cli_events
 from streamclf.cli import offline as cli_offline
 from streamclf.cli import run as cli_run
 from streamclf.cli import train as cli_train
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_evaluate.add_parser(sub)
     cli_cluster.add_parser(sub)
     cli_train.add_parser(sub)
+    cli_events.add_parser(sub)
     return parser
 
 
@@ -75,6 +77,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cli_offline.cmd_export, "bench": cli_offline.cmd_bench,
     "run": cli_run.cmd_run, "demo": cli_run.cmd_demo, "serve": cli_run.cmd_serve,
     "evaluate": cli_evaluate.run, "cluster": cli_cluster.run, "train": cli_train.run,
+    "events": cli_events.run,
 }
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: The config keys ``serve`` takes as flags.
 _SERVE_KEYS = ("id", "model", "weights", "device", "backend", "precision", "classmap", "pace",
-               "loop", "events", "output")
+               "loop", "events", "output", "db", "clips")
 #: Where ``serve`` listens unless told otherwise.
 DEFAULT_WEB = "127.0.0.1:8080"
 
@@ -67,9 +67,11 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def open_web(host: str, port: int, args: argparse.Namespace, model: str, weights: str,
-             classmap: str | None, device: str, backend: str) -> WebServer:
+             classmap: str | None, device: str, backend: str, db: str | None = None,
+             clips_dir: str | None = None) -> WebServer:
     """Bind the web server (fails fast: bad address, port in use, missing token) with an
-    upload classifier built on first use; not started yet."""
+    upload classifier built on first use, reviewing the alerts of ``db`` with the clips of
+    ``clips_dir``; not started yet."""
     from streamclf.web.hub import WebHub
     from streamclf.web.uploads import ClassifierFactory, ClassifyService
 
@@ -77,14 +79,16 @@ def open_web(host: str, port: int, args: argparse.Namespace, model: str, weights
                                 backend=backend)  # picklable: built in the worker process
     return WebServer(WebHub(), host, port, token=_token(args),
                      classifier=ClassifyService(factory),
-                     max_upload_mb=args.max_upload_mb, model=model)
+                     max_upload_mb=args.max_upload_mb, model=model, db=db,
+                     clips_dir=clips_dir)
 
 
 def open_web_for_run(args: argparse.Namespace, config: RunConfig) -> WebServer:
     host, port = parse_bind(args.web)
     backend = "torch" if config.backend == "auto" else config.backend
     return open_web(host, port, args, config.model, config.weights, config.classmap,
-                    config.device, backend)
+                    config.device, backend, db=config.db,
+                    clips_dir=config.clips.dir if config.clips else None)
 
 
 def _bind(args: argparse.Namespace) -> tuple[str, int]:
@@ -116,8 +120,10 @@ def cmd_serve(args: argparse.Namespace, run_streams: RunStreams) -> int:
     device = (config.device if config else args.device) or "auto"
     backend = (config.backend if config else args.backend) or "torch"
     checks.check_model(model, weights, classmap, device)  # the upload classifier's
+    db = config.db if config else args.db
+    clips = (config.clips.dir if config.clips else None) if config else args.clips
     server = open_web(host, port, args, model, weights, classmap, device,
-                      "torch" if backend == "auto" else backend)
+                      "torch" if backend == "auto" else backend, db=db, clips_dir=clips)
     server.start()
     print(f"streamclf: web view on {server.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:

@@ -161,6 +161,9 @@ def run_streams(config: RunConfig, config_path: str | None, overrides: dict[str,
         frame_sinks = mjpeg_frame_sinks(web.hub)
     out = None if config.quiet else sys.stderr
     multi = LivePipeline(config, sinks=sinks, frame_sinks=frame_sinks, status_out=out)
+    if web is not None:  # GET /metrics: latency and alerts from events, the sinks' health
+        multi.add_sink(web.metrics, "metrics", types=web.metrics.TYPES)
+        web.metrics.watch_sinks(multi.sink_health)
     controller = StreamController(multi, config_path, overrides, web)
     controller.track(config)
     if web is not None:

@@ -4,7 +4,8 @@ Every line is one JSON object with ``type``, ``stream``, ``ts`` (wall-clock seco
 the epoch when it was published) and ``seq`` (this log's counter, contiguous from 0,
 across rotated files). Types (see :data:`EVENT_TYPES`): ``prediction``, ``label_start``,
 ``label_end``, ``source_opened``, ``source_lost``, ``reconnect_failed``, ``source_restored``,
-``error``, ``stopped``; extra fields are allowed. NaN and infinities are written as ``null``.
+``error``, ``alert`` (:mod:`streamclf.live.alerts`), ``stopped``; extra fields are allowed.
+NaN and infinities are written as ``null``.
 
 If the file becomes unwritable mid-run, the log writes an ``error`` event (stream ``""``,
 ``source: "events"``) to the fallback stream (stderr), keeps writing there for the rest of

@@ -23,27 +23,28 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from streamclf._lazy import cv2_module
 from streamclf.errors import ConfigError, DataError, StreamclfError
+from streamclf.live.video_file import VideoFileSink  # re-exported: the overlay's file sink
+from streamclf.media.roi import Roi, resolve_roi
 from streamclf.types import Prediction
 
 __all__ = ["FakeSink", "FrameSink", "OverlayRenderer", "OverlayStatus", "VideoFileSink",
            "WindowSink", "draw_overlay"]
 
 log = logging.getLogger(__name__)
-_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}
 _WHITE, _GREY, _GREEN = (255, 255, 255), (170, 170, 170), (90, 230, 120)
 _YELLOW, _BAR, _BAR_BG = (255, 210, 60), (50, 130, 230), (70, 70, 70)
 
 
 @dataclass(frozen=True)
 class OverlayStatus:
-    """What the overlay shows (``None`` numbers are drawn as ``-``); ``stream`` is masked."""
+    """What the overlay shows (``None`` numbers are drawn as ``-``); ``stream`` is masked;
+    ``roi``: the stream's region of interest, drawn as a box."""
 
     labels: tuple[str, ...] = ()
     scores: tuple[float, ...] = ()
@@ -53,6 +54,7 @@ class OverlayStatus:
     latency_ms: float | None = None
     drops: int = 0
     stream: str = ""
+    roi: Roi | None = None
 
     @classmethod
     def from_prediction(cls, pred: Prediction, input_fps: float | None = None,
@@ -94,6 +96,10 @@ def draw_overlay(image: np.ndarray, status: OverlayStatus) -> np.ndarray:
     if w < 64 or h < 48:
         return out
     cv2 = cv2_module()
+    if status.roi is not None:  # the region the model sees, drawn under the panel
+        with contextlib.suppress(StreamclfError):  # a box off this frame: nothing to draw
+            x0, y0, x1, y1 = resolve_roi(status.roi, h, w)
+            cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), _YELLOW, max(1, round(h / 240)))
     font, aa = cv2.FONT_HERSHEY_SIMPLEX, cv2.LINE_AA
     fs = min(1.6, max(0.35, 0.5 * h / 480))  # font scale follows the image height
     thick, pad, margin = max(1, round(fs * 1.6)), max(3, round(6 * fs)), max(4, round(0.02 * h))
@@ -140,85 +146,6 @@ class FrameSink(Protocol):
 
     def write(self, image: np.ndarray) -> None: ...
     def close(self) -> None: ...
-
-
-class VideoFileSink:
-    """Writes frames to ``path`` (.mp4: mp4v, .avi: MJPG; folder created) at ``fps`` (> 0).
-
-    ``size`` is ``(width, height)``; frames of another size are resized to it. Raises
-    ConfigError for a bad ``fps``/``size``, DataError for another extension or a file that
-    cannot be opened for writing, and from :meth:`write` once the file stops taking data (disk
-    full, file size limit, I/O error: the message names the path and the OS error).
-    Thread-safety: not thread-safe; one writer thread.
-    """
-
-    def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
-        if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-            raise ConfigError(f"fps must be a number > 0, got {fps!r}")
-        if len(size) != 2 or any(not isinstance(v, int) or v < 1 for v in size):
-            raise ConfigError(f"size must be (width, height) positive integers, got {size!r}")
-        self.path, self.size = Path(path), (int(size[0]), int(size[1]))
-        fourcc = _FOURCC.get(self.path.suffix.lower())
-        if fourcc is None:
-            raise DataError(f"{self.path}: unsupported extension; use .mp4 or .avi")
-        cv2 = cv2_module()
-        with contextlib.suppress(OSError):  # if this fails, the writer below fails to open
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc),
-                                       float(fps), self.size)
-        if not self._writer.isOpened():
-            self._writer.release()
-            raise DataError(f"{self.path}: cannot open for writing (codec {fourcc}, {fps} fps)")
-        self.frames_written, self._closed = 0, False
-        self._check_every, self._checked_size = max(30, round(2 * fps)), -1
-
-    def write(self, image: np.ndarray) -> None:
-        """Append one ``(H, W, 3)`` uint8 RGB frame.
-
-        Raises:
-            DataError: after :meth:`close`, or when the file stops taking data.
-        """
-        if self._closed:
-            raise DataError(f"{self.path}: write after close")
-        cv2 = cv2_module()
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        ok = self._writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        self.frames_written += 1
-        # OpenCV >= 5 returns False when FFmpeg could not write; 4.x returns None and only
-        # logs, so there the file is checked every ~2 s of video: not grown -> probe it.
-        failed = ok is False or (ok is None and self.frames_written % self._check_every == 0
-                                 and self._stalled())
-        if failed:
-            raise DataError(f"{self.path}: writing the overlay video failed "
-                            f"({self._os_error() or 'the encoder reported a failed write'})")
-
-    def _stalled(self) -> bool:
-        size = self.path.stat().st_size if self.path.exists() else -1
-        stalled, self._checked_size = size == self._checked_size, size
-        return stalled and self._os_error() is not None
-
-    def _os_error(self) -> str | None:
-        """Why the file takes no data: the OS error of appending one byte (then cut off
-        again), e.g. ``[Errno 27] File too large``; None if the append works."""
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        except OSError as exc:
-            return str(exc)
-        try:
-            size = os.fstat(fd).st_size
-            os.write(fd, b"\0")
-            os.ftruncate(fd, size)
-        except OSError as exc:
-            return str(exc)
-        finally:
-            os.close(fd)
-        return None
-
-    def close(self) -> None:
-        """Finish the file (playable afterwards); idempotent."""
-        self._closed = True
-        self._writer.release()  # a second release is a no-op
 
 
 class WindowSink:

@@ -80,7 +80,7 @@ def open_stream_parts(config: StreamConfig) -> StreamParts:
                 raise SourceError(f"{mask_credentials(str(config.source))}: the source "
                                   "does not declare its frame size, needed for --output")
             sinks.append(VideoFileSink(config.output, info.fps or 30.0,
-                                       (info.width, info.height)))
+                                       (info.width, info.height), sar=info.sar))
         opened.extend(sinks)
         if config.display:
             sinks.append(WindowSink(f"streamclf: {mask_credentials(str(config.source))}"))

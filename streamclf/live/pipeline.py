@@ -33,7 +33,9 @@ from streamclf.live.parts import OpenStream, open_stream_parts
 from streamclf.live.runner import StreamRunner
 from streamclf.live.sinks import EventBus, Sink, SinkHealth
 from streamclf.live.status import StatusLine
-from streamclf.types import StreamHealth, StreamTotals
+from streamclf.sinks.clips import EVENT_TYPES as CLIP_EVENTS
+from streamclf.sinks.clips import ClipRecorders
+from streamclf.types import EventType, StreamHealth, StreamTotals
 
 __all__ = ["FrameSinks", "LivePipeline", "RunResult"]
 
@@ -75,7 +77,10 @@ class LivePipeline:
         open_stream: opens a stream's source and outputs (default: real ones).
         frame_sinks: extra overlay outputs per stream (see :data:`FrameSinks`).
 
-    The JSON Lines log (``config.events``) is attached inline: lossless, in ``seq`` order.
+    The JSON Lines log (``config.events``) is attached inline: lossless, in ``seq`` order;
+    the event store (``config.db``, :mod:`streamclf.sinks.store`) as a queued sink; the
+    alert clips (``config.clips``, :mod:`streamclf.sinks.clips`) as one too, with a frame
+    tap on each stream.
 
     Raises:
         ConfigError, SourceError, ModelError: bad settings, a source that cannot be opened
@@ -117,6 +122,7 @@ class LivePipeline:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._started = self._closed = False
+        self._clips: ClipRecorders | None = None  # event clips (config.clips)
         if config.events is not None:
             self.bus.add_sink(EventLog(config.events, max_bytes=config.events_max_bytes),
                               "events", inline=True)
@@ -124,11 +130,25 @@ class LivePipeline:
             if status_out is not None:
                 self.bus.add_sink(StatusLine(status_out), "status", maxsize=1000)
             if config.webhook is not None:
-                from streamclf.sinks.webhook import WebhookForwarder, check_webhook_url
+                from streamclf.sinks.webhook import WebhookForwarder
 
-                hook = WebhookForwarder(check_webhook_url(config.webhook.url))
+                hook = WebhookForwarder.from_config(config.webhook)
                 hook.start()
-                self.bus.add_sink(hook, "webhook", inline=True)  # never blocks: own queue
+                self.bus.add_sink(hook, "webhook", inline=True,  # never blocks: own queue
+                                  types={EventType.ALERT} if config.webhook.alerts_only
+                                  else None)
+            if config.mqtt is not None:  # alerts, labels: its own queue and thread
+                from streamclf.sinks.mqtt import MqttSink
+
+                self.bus.add_sink(MqttSink(config.mqtt).start(), "mqtt", inline=True,
+                                  types=MqttSink.TYPES)
+            if config.db is not None:  # labels, alerts, errors: committed on its own thread
+                from streamclf.sinks.store import STORED_TYPES, EventStore
+
+                self.bus.add_sink(EventStore(config.db), "db", types=STORED_TYPES)
+            if config.clips is not None:  # alert clips: a tap per stream, their own threads
+                self._clips = ClipRecorders(config.clips)
+                self.bus.add_sink(self._clips, "clips", types=CLIP_EVENTS)
             for sink in sinks:
                 self.add_sink(sink)
             for stream in config.streams:
@@ -151,6 +171,11 @@ class LivePipeline:
         with self._lock:
             return self._runners[stream_id]
 
+    @property
+    def clips(self) -> ClipRecorders | None:
+        """The run's alert clips recorder (its counters); None without ``config.clips``."""
+        return self._clips
+
     def add_stream(self, config: StreamConfig) -> StreamRunner:
         """Open ``config``'s source and outputs; start it at once if the run has started.
 
@@ -169,6 +194,10 @@ class LivePipeline:
             try:
                 sinks: list[FrameSink] = list(outputs)
                 runner_box: list[StreamRunner] = []
+                taps = []
+                if self._clips is not None:  # the event clips' pre-roll: a frame tap
+                    factory, tap = self._clips.attach(config.stream_id, factory)
+                    taps.append(tap)
                 if self._frame_sinks is not None:
                     sinks.extend(self._frame_sinks(config.stream_id,
                                                    lambda: runner_box[0].health()))
@@ -179,7 +208,8 @@ class LivePipeline:
                 runner = StreamRunner(config, self.spec, self.backend.labels, self.bus,
                                       self.worker, factory, renderer=renderer,
                                       source_fps_hint=fps, backend_name=self.backend.name,
-                                      close_parts=close)
+                                      close_parts=close, clips=self.config.clips,
+                                      frame_taps=taps)
             except BaseException:
                 close()
                 raise

@@ -24,6 +24,7 @@ import numpy as np
 
 from streamclf.config import StreamConfig
 from streamclf.engine.batcher import InferenceWorker, StreamSlot
+from streamclf.live.alerts import AlertTracker
 from streamclf.live.events import make_event, prediction_event
 from streamclf.live.overlay import OverlayRenderer, OverlayStatus
 from streamclf.live.parts import LIVE_KINDS
@@ -31,12 +32,13 @@ from streamclf.live.sinks import EventBus
 from streamclf.live.smoothing import Smoother, top_k
 from streamclf.masking import mask_credentials
 from streamclf.media.capture import CaptureThread
-from streamclf.media.preprocess import resize_and_crop
 from streamclf.media.reach import tcp_probe
 from streamclf.media.ring import FrameRing
+from streamclf.media.roi import roi_transform
 from streamclf.media.scheduler import WindowScheduler
 from streamclf.media.sources import MAX_FPS, FrameSource, parse_spec
 from streamclf.models.registry import ModelSpec
+from streamclf.sections import ClipsConfig
 from streamclf.types import (
     BufferPolicy,
     EventType,
@@ -78,6 +80,8 @@ class StreamRunner:
         frame_taps: called on the capture thread with each frame the ring took (the source's
             own resolution, ``(H, W, 3)`` uint8 RGB); must return at once (e.g. the event
             clips' pre-roll buffer copies the reference and goes).
+        clips: the run's event clips; with ``config.alerts``, its alerts' ``end`` events name
+            their clip and snapshot (:class:`~streamclf.live.alerts.AlertTracker`).
 
     Thread-safety: ``start``/``stop`` from the owner's thread; ``health``, ``totals`` and
     ``finished`` from any thread (counters are read without locks and may be one frame
@@ -91,7 +95,8 @@ class StreamRunner:
                  backend_name: str = "",
                  extra_fields: Callable[[], Mapping[str, Any]] | None = None,
                  close_parts: Callable[[], None] | None = None,
-                 frame_taps: Sequence[Callable[[Frame], None]] = ()) -> None:
+                 frame_taps: Sequence[Callable[[Frame], None]] = (),
+                 clips: ClipsConfig | None = None) -> None:
         self.config, self.spec, self.labels = config, spec, tuple(labels)
         self._frame_taps = tuple(frame_taps)
         self.bus, self.worker, self.renderer = bus, worker, renderer
@@ -111,7 +116,7 @@ class StreamRunner:
         crop = spec.crop_size
         self.ring = FrameRing(
             capacity, (crop, crop, 3),
-            transform=lambda img: resize_and_crop(img, spec.side_size, crop),
+            transform=roi_transform(config.roi, spec.side_size, crop),  # the model's region
             policy=policy, stream=self.stream, window_s=duration + 2.0 / fps,
         )
         self.scheduler = WindowScheduler(duration, stride, policy, frame_interval=1.0 / fps)
@@ -129,7 +134,7 @@ class StreamRunner:
         )
         self._pending_error: dict[str, Any] | None = None  # a file's failure, see finished()
         self.source_state = "opening"
-        self._status = OverlayStatus(stream=self.stream)
+        self._status = OverlayStatus(stream=self.stream, roi=config.roi)
         self._last_pred: Prediction | None = None
         self._lock = threading.Lock()  # publish vs. the final `stopped`
         self._started = self._stopped = False
@@ -139,6 +144,9 @@ class StreamRunner:
         self._clip_rate = 0.0
         self._last_publish: float | None = None
         self._final: StreamTotals | None = None
+        self._alerts = None if config.alerts is None else AlertTracker(
+            self.stream, config.alerts, self.labels, clips)
+        self._first_ts: float | None = None  # the first frame's: the origin of media_ts
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, type_: EventType | str, /, **fields: Any) -> None:
@@ -158,6 +166,8 @@ class StreamRunner:
 
     # -- capture thread --------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> bool:
+        if self._first_ts is None:
+            self._first_ts = frame.ts
         accepted = self.ring.push(frame)
         if accepted:
             self.worker.notify()
@@ -186,9 +196,11 @@ class StreamRunner:
             self.emit(EventType.ERROR, **pending)
 
     # -- worker thread ---------------------------------------------------------------------
-    def _on_reset(self) -> None:
+    def _on_reset(self, reason: str = "reset") -> None:
         for change in self.smoother.reset():
             self.emit(change.kind, label=change.label, score=round(change.score, 4))
+        for alert in self._alerts.finish(reason, time.time()) if self._alerts else ():
+            self.bus.publish(alert)
 
     def _publish(self, window: Window, probs: np.ndarray, feats: np.ndarray,
                  inference_ms: float) -> None:
@@ -217,6 +229,12 @@ class StreamRunner:
             self.bus.publish(event)
             for change in smoothed.changes:
                 self.emit(change.kind, label=change.label, score=round(change.score, 4))
+            if self._alerts is not None:  # media_ts: the window's end from the first frame
+                media_ts = window.ts[-1] - (self._first_ts or 0.0)
+                for alert in self._alerts.update(media_ts, smoothed.stable_label,
+                                                 smoothed.probs, ts=event.ts,
+                                                 window_end=window.wall_end):
+                    self.bus.publish(alert)
             self._last_pred = pred
             self._latencies.append(pred.latency_ms)
             self._published += 1
@@ -227,7 +245,7 @@ class StreamRunner:
                 stream=self.stream, labels=tuple(lab for lab, _ in shown),
                 scores=tuple(sc for _, sc in shown), stable_label=pred.stable_label,
                 input_fps=self.capture.fps, inference_fps=self.worker.inference_fps,
-                latency_ms=pred.latency_ms, drops=self.ring.drops,
+                latency_ms=pred.latency_ms, drops=self.ring.drops, roi=self.config.roi,
             )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -262,7 +280,7 @@ class StreamRunner:
             self.renderer.stop(max(0.1, timeout_s - (time.monotonic() - t0)))
         with self._lock:
             self._flush_pending_error()
-            self._on_reset()  # an open label gets its label_end before `stopped`
+            self._on_reset("stopped")  # an open label (alert) gets its end before `stopped`
             self._stopped = True
             totals = self.totals()
             fields: dict[str, Any] = {

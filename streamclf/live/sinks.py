@@ -12,6 +12,9 @@ optionally ``close()`` (an :class:`~streamclf.live.events.EventLog` is one). Eac
   webhook, a browser, a terminal) never slows capture or inference. When its queue is full
   the event is dropped *for that sink* and counted (:meth:`EventBus.sink_health`).
 
+A sink with a queue of its own (attached ``inline``: the webhook, MQTT) may have
+``queue_health() -> (waiting, dropped)``; its numbers are added to its :class:`SinkHealth`.
+
 A sink that raises gets one ``error`` event naming it (``where: "sink"``, ``sink: NAME``,
 published to the others); its later failures are counted, not reported again.
 
@@ -139,8 +142,12 @@ class _SinkSlot:
                 log.error("sink %s: close failed: %s", self.name, exc)
 
     def health(self) -> SinkHealth:
-        return SinkHealth(self.name, self._queue.qsize(), self.delivered, self.drops,
-                          self.errors)
+        queued, drops = self._queue.qsize(), self.drops
+        own = getattr(self.sink, "queue_health", None)
+        if callable(own):  # a sink with a queue of its own (webhook, MQTT) counts there too
+            more_queued, more_drops = own()
+            queued, drops = queued + more_queued, drops + more_drops
+        return SinkHealth(self.name, queued, self.delivered, drops, self.errors)
 
 
 class EventBus:

@@ -198,10 +198,11 @@ class CaptureThread:
             self._main()
         except _Stopped:
             pass
+        except StreamclfError as exc:  # a user error met by a consumer (a roi off the frame)
+            self._fail(exc)
         except Exception as exc:  # a bug or a consumer failure: report it, never die silently
             log.exception("stream %s: capture thread failed", self.stream_id)
-            self._fail(StreamclfError(mask_credentials(
-                f"capture failed: {type(exc).__name__}: {exc}")))
+            self._fail(StreamclfError(mask_credentials(f"capture failed: {exc!r}")))
         finally:
             self._set_source(None)
             self.finished.set()
@@ -386,8 +387,7 @@ class CaptureThread:
         if self._stop_event.is_set():
             return
         self.error = exc
-        # The owner reports it (the pipeline's `stopped`, the CLI's one error line).
-        log.info("stream %s: capture ended: %s", self.stream_id, exc)
+        log.info("stream %s: capture ended: %s", self.stream_id, exc)  # the owner reports it
         self._emit("error", error=mask_credentials(str(exc)))
 
     def _emit(self, event: str, **fields: Any) -> None:

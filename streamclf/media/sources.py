@@ -33,6 +33,7 @@ import numpy as np
 from streamclf._lazy import cv2_module
 from streamclf.errors import SourceError
 from streamclf.masking import mask_credentials
+from streamclf.media.encode import normal_sar
 from streamclf.paths import input_file_problem
 from streamclf.types import SourceInfo
 
@@ -203,7 +204,8 @@ class OpenCVSource:
         self.info = SourceInfo(name=name, kind=kind, fps=self._fps,
                                width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0),
                                height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
-                               is_live=kind in LIVE_KINDS)
+                               is_live=kind in LIVE_KINDS, sar=normal_sar(
+                                   (cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN))))
         count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0) if kind == "file" else 0.0
         # What the container declares: decoding that ends well short of it is a damaged file.
         self._declared_s = count / self._fps if self._fps and math.isfinite(count) else 0.0

@@ -1,5 +1,5 @@
-"""The web view: live overlay (MJPEG), top-k, events (SSE), health, stream control and
-upload.
+"""The web view: live overlay (MJPEG), top-k, events (SSE), health, stream control,
+upload, and the review of past alerts with their clips.
 
 ``streamclf serve`` / ``streamclf run --web HOST:PORT``; see :mod:`streamclf.web.server`
 for the endpoints. Importing this package loads no cv2, torch or web framework: Starlette

@@ -44,7 +44,8 @@ from streamclf.web.bodies import (
     read_body,
 )
 from streamclf.web.formdata import receive_file
-from streamclf.web.guard import COOKIE, Guard, Policy
+from streamclf.web.guard import Guard, Policy
+from streamclf.web.review import ReviewEndpoints, page_response
 from streamclf.web.streaming import Streams
 
 if TYPE_CHECKING:
@@ -83,18 +84,19 @@ class _Endpoints:
 
     # -- page and status -----------------------------------------------------------------
     async def page(self, request: Request) -> Response:
-        response = Response(self.page_html, media_type="text/html; charset=utf-8")
-        token = request.query_params.get("token")
-        policy = self.server.policy
-        if token is not None and policy.token is not None and policy.token_ok([token]):
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
-        return response
+        return page_response(self.page_html, request, self.server.policy)
 
     async def status(self, request: Request) -> Response:
         health = await run_in_threadpool(self.server.hub.health)
         return JSONResponse({"model": self.server.model, "streams": health,
                              "uptime_s": round(time.time() - self.server.started, 1),
                              "upload": self.server.classifier is not None})
+
+    async def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text exposition (OpenMetrics if asked for)."""
+        body, content_type = await run_in_threadpool(
+            self.server.metrics.exposition, request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     async def mjpeg(self, request: Request) -> Response:
         if request.method == "HEAD":  # the headers only, not an endless body
@@ -207,12 +209,14 @@ def build_app(server: WebServer, policy: Policy) -> Starlette:
         Route("/", ep.page, methods=["GET"]),
         Route("/index.html", ep.page, methods=["GET"]),
         Route("/api/status", ep.status, methods=["GET"]),
+        Route("/metrics", ep.metrics, methods=["GET"]),
         Route("/stream.mjpg", ep.mjpeg, methods=["GET"]),
         Route("/events", ep.events, methods=["GET"]),
         Route("/api/streams", ep.list_streams, methods=["GET"]),
         Route("/api/streams", ep.add_stream, methods=["POST"]),
         Route("/api/streams/{stream_id:path}", ep.remove_stream, methods=["DELETE"]),
         Route("/api/classify", ep.classify, methods=["POST"]),
+        *ReviewEndpoints(server).routes(),  # /review, /api/alerts, /clips/NAME
     ]
     app = Starlette(routes=routes, middleware=[Middleware(Guard, policy=policy)],
                     exception_handlers={RequestError: _request_error,

@@ -13,10 +13,11 @@ it checks against. In order, the first failure answers with a JSON ``{"error": .
    under its own name, so it is refused here, on every endpoint, GETs included.
 3. **Token** (401): with a token set, every request carries it as ``Authorization: Bearer``,
    ``?token=`` or the ``streamclf_token`` cookie (compared in constant time).
-4. **Cross-site** (403): ``Sec-Fetch-Site: cross-site`` is refused on everything but the page
-   itself (so a link to the page still works); an ``Origin`` header, when present, must be
-   the server's own origin as the ``Host`` names it, unless the request carries the token
-   explicitly (header or query: a cookie is sent by the browser, not chosen by the page).
+4. **Cross-site** (403): ``Sec-Fetch-Site: cross-site`` is refused on everything but the
+   pages (``/``, ``/review``: so a link to a page still works); an ``Origin`` header, when
+   present, must be the server's own origin as the ``Host`` names it, unless the request
+   carries the token explicitly (header or query: a cookie is sent by the browser, not
+   chosen by the page).
 
 Every answer also gets ``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff``,
 ``Referrer-Policy: no-referrer`` (a ``?token=`` URL never leaks through a Referer) and
@@ -43,7 +44,7 @@ __all__ = ["COOKIE", "PAGE_PATHS", "Guard", "Policy", "split_host"]
 #: The cookie the page sets when opened with ``?token=``.
 COOKIE = "streamclf_token"
 #: Paths of the page: the only ones another site may link to.
-PAGE_PATHS = frozenset({"/", "/index.html"})
+PAGE_PATHS = frozenset({"/", "/index.html", "/review"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAFE_HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),

@@ -8,11 +8,14 @@ Endpoints (the contract; ``?stream=ID`` selects a stream, default the first):
 * ``GET /events``: Server-Sent Events; each ``data:`` line is one event-log object
   (``type``, ``stream``, ``ts``, ``seq``, fields), ``id:`` its ``seq``.
 * ``GET /api/status``: JSON ``{"streams": {id: health}, "model": ..., "uptime_s": ...}``.
+* ``GET /metrics``: Prometheus metrics (:mod:`streamclf.web.metrics`), the same token rules.
 * ``GET /api/streams``; ``POST /api/streams`` (JSON ``{"id", "source", ...}``) -> 201;
   ``DELETE /api/streams/ID``.
 * ``POST /api/classify``: ``multipart/form-data`` with a ``file`` field -> JSON
   ``{"labels": [...], "scores": [...], ...}`` (400 with ``{"error": ...}`` for a bad video,
   413 past the size limit, 429 while ``max_concurrent_uploads`` are under way).
+* ``GET /review``, ``GET /api/alerts``, ``GET /clips/NAME``: past alerts from the event
+  store, with their clips (:mod:`streamclf.web.review`).
 
 Security (the README's "Security" section has the threat model): binds 127.0.0.1 by
 default; any other address needs a token. :mod:`streamclf.web.guard` checks framing, Host
@@ -141,6 +144,9 @@ class WebServer:
         upload_idle_s: an upload that sends nothing this long is answered 408.
         allowed_hosts: more names the ``Host`` header may carry (a DNS name of this
             machine, a reverse proxy's); the bound address and ``localhost`` always may.
+        db: the event store ``/api/alerts`` and ``/review`` read (None: they answer 404).
+        clips_dir: the folder ``/clips/NAME`` serves alert clips and snapshots from, and
+            nothing outside it (None: 404).
 
     Raises:
         ConfigError: a non-loopback ``host`` without a token, a bad limit, or an address
@@ -154,7 +160,8 @@ class WebServer:
                  token: str | None = None, classifier: ClassifyService | None = None,
                  max_upload_mb: float = 200.0, model: str = "",
                  max_concurrent_uploads: int = 2, upload_idle_s: float = 10.0,
-                 allowed_hosts: Sequence[str] = ()) -> None:
+                 allowed_hosts: Sequence[str] = (), db: str | None = None,
+                 clips_dir: str | None = None) -> None:
         if not is_loopback(host) and not token:
             raise ConfigError(f"binding the web view to {host} needs a token: pass --token "
                               f"TOKEN or set ${TOKEN_ENV} (or bind 127.0.0.1)")
@@ -169,6 +176,7 @@ class WebServer:
         self.max_concurrent_uploads = int(max_concurrent_uploads)
         self.upload_idle_s = float(upload_idle_s)
         self.model = model
+        self.db, self.clips_dir = db, clips_dir
         #: Adds/removes streams at run time (``/api/streams``); None: those answer 503.
         self.controller: StreamControl | None = None
         self.started = time.time()
@@ -179,6 +187,10 @@ class WebServer:
         require("python_multipart")
         from streamclf.web.app import build_app
         from streamclf.web.guard import Policy
+        from streamclf.web.metrics import RunMetrics
+
+        #: ``GET /metrics``: stream health from the hub; a run adds it as an event sink.
+        self.metrics = RunMetrics(hub.health)
 
         self._sock = _listen(host, port)
         self.host = host
