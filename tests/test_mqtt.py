@@ -174,9 +174,14 @@ def test_broker_down_then_back_delivers_the_queue_and_counts_drops(tmp_path: Pat
         assert sink.queue_health() == (5, 3)
         time.sleep(1.0)  # down a while: reconnect attempts back off, nothing is lost
         broker.start()
-        assert wait_for(lambda: len(sub.got("streamclf/door/alert")) == 6, 20)
-        got = [json.loads(p)["alert_id"] for p in sub.got("streamclf/door/alert")]
-        assert got == ["id-0", "id-4", "id-5", "id-6", "id-7", "id-8"]  # in order
+        want = ["id-0", "id-4", "id-5", "id-6", "id-7", "id-8"]
+
+        def ids() -> list[str]:  # QoS 1 is at least once: a redelivery may repeat one
+            seen = [json.loads(p)["alert_id"] for p in sub.got("streamclf/door/alert")]
+            return list(dict.fromkeys(seen))
+
+        assert wait_for(lambda: len(ids()) >= 6, 20), ids()
+        assert ids() == want  # each once at least, in order, the 3 oldest of the 8 dropped
         assert wait_for(lambda: sub.got("streamclf/door/label")[-1:] == ["none"])
         assert wait_for(lambda: sink.health().queued == 0)
         assert sink.health().dropped == 3 and sink.health().connects == 2
