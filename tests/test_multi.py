@@ -3,7 +3,6 @@ time (web API and SIGHUP reload), and the CLI."""
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import logging
@@ -31,6 +30,7 @@ from streamclf.live.sinks import Sink
 from streamclf.media.sources import open_source
 from streamclf.web import WebHub, WebServer
 from streamclf.web.link import HubSink, mjpeg_frame_sinks
+from tests import web_support
 from tests.conftest import LOCAL_DATA, REPO
 
 LABELS = ("walking", "running", "waving")
@@ -116,14 +116,10 @@ def test_one_at_a_time_when_max_batch_is_1(tmp_path: Path) -> None:
 
 
 def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        payload = None if body is None else json.dumps(body).encode()
-        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
-    finally:
-        conn.close()
+    payload = None if body is None else json.dumps(body).encode()
+    status, _, answer = web_support.request(port, method, path, payload,
+                                            {"Content-Type": "application/json"})
+    return status, json.loads(answer)
 
 
 def test_add_and_remove_streams_over_http(tmp_path: Path) -> None:

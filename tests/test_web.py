@@ -24,6 +24,7 @@ from streamclf.media.sources import SyntheticSource
 from streamclf.web import WebHub, WebServer, parse_bind
 from streamclf.web.link import HubSink, mjpeg_frame_sinks
 from streamclf.web.uploads import ClassifierFactory, ClassifyService
+from tests import web_support
 from tests.web_support import LogCapture, multipart
 
 SECRET = "S3cretPW"
@@ -38,13 +39,7 @@ def request(server: WebServer, path: str, method: str = "GET", body: bytes | Non
             headers: dict[str, str] | None = None, timeout: float = 10.0
             ) -> tuple[int, http.client.HTTPMessage, bytes]:
     """One request; the headers answered are looked up case-insensitively."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read()
-    finally:
-        conn.close()
+    return web_support.request(server.port, method, path, body, headers, timeout)
 
 
 def read_mjpeg_frames(server: WebServer, path: str, count: int) -> list[bytes]:

@@ -52,19 +52,25 @@ class Streams:
             return _error(404, what, streams=self.hub.streams)
         return stream
 
-    def _busy(self) -> JSONResponse | None:
+    def _refusal(self, wanted: str | None, need_stream: bool) -> Response | str | None:
+        """The one check before a live view: the stream (404 if unknown; with
+        ``need_stream`` False, None stays None), then the viewer cap (503). Returns the
+        refusal, or the stream to show."""
+        stream: Response | str | None = wanted
+        if need_stream or wanted is not None:
+            stream = self._stream_or_404(wanted)
+            if isinstance(stream, Response):
+                return stream
         if self.viewers >= MAX_VIEWERS:
             return _error(503, f"{MAX_VIEWERS} live views are open already; close one")
-        return None
+        return stream
 
     def mjpeg(self, wanted: str | None) -> Response:
         """``multipart/x-mixed-replace`` JPEG frames of ``wanted`` (None: the first)."""
-        stream = self._stream_or_404(wanted)
+        stream = self._refusal(wanted, need_stream=True)
         if isinstance(stream, Response):
             return stream
-        busy = self._busy()
-        if busy is not None:
-            return busy
+        assert stream is not None  # need_stream: a name or a refusal
         return StreamingResponse(self._frames(stream), headers=_HEADERS,
                                  media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
@@ -91,13 +97,9 @@ class Streams:
     def events(self, wanted: str | None) -> Response:
         """Server-Sent Events: one ``data:`` line per event-log object, ``id:`` its ``seq``
         (``wanted``: only that stream's events; None: every stream's)."""
-        if wanted is not None:
-            stream = self._stream_or_404(wanted)
-            if isinstance(stream, Response):
-                return stream
-        busy = self._busy()
-        if busy is not None:
-            return busy
+        refused = self._refusal(wanted, need_stream=False)
+        if isinstance(refused, Response):
+            return refused
         return StreamingResponse(self._events(wanted), headers=_HEADERS,
                                  media_type="text/event-stream; charset=utf-8")
 
