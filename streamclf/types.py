@@ -8,6 +8,9 @@ Time conventions:
       time this is ``time.monotonic()`` at capture; for files read with ``pace: fast``
       it is the file's own presentation time. Windows are cut on this clock.
     * ``wall_ts``: ``time.time()`` (seconds since the epoch) at capture; used in events.
+    * ``media_ts``: seconds in the source's own timeline from its first frame. Files: the
+      presentation time (so it does not depend on ``pace``); live sources: the capture time
+      since the first frame. Events carry it, so a file's timeline can be read from the log.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "StreamHealth",
     "StreamTotals",
     "Window",
+    "WindowScores",
 ]
 
 
@@ -66,12 +70,15 @@ class Frame:
         ts: seconds on the stream clock (see module docstring).
         wall_ts: ``time.time()`` at capture.
         image: ``(H, W, 3)`` uint8 RGB as decoded (full size; the ring stores a resized copy).
+        media_ts: seconds from the source's first frame in its own timeline (see module
+            docstring).
     """
 
     seq: int
     ts: float
     wall_ts: float
     image: np.ndarray
+    media_ts: float
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class Window:
         wall_start, wall_end: ``time.time()`` capture times of the first and last frame.
         due_ts: stream-clock time the window was due (its end).
         epoch: the ring's epoch (bumped on reconnect): windows never span two epochs.
+        media: the frames' media times, ``(T,)`` (see :class:`Frame`); ``()`` for a clip
+            handed in from elsewhere (a cluster's stream worker keeps its own).
     """
 
     stream: str
@@ -96,6 +105,12 @@ class Window:
     wall_end: float
     due_ts: float
     epoch: int = 0
+    media: tuple[float, ...] = ()
+
+    @property
+    def media_span(self) -> tuple[float, float]:
+        """``(first, last)`` sampled frame's media time; ``(0.0, 0.0)`` without media."""
+        return (self.media[0], self.media[-1]) if self.media else (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,8 @@ class Prediction:
 
     ``labels``/``scores``: top-k of the smoothed probabilities; ``raw_*``: this clip alone.
     ``features``: ``(D,)`` float32 clip embedding. Times in seconds; ``latency_ms`` is
-    ``published - window_end`` in wall-clock time.
+    ``published - window_end`` in wall-clock time. ``media_start``/``media_ts``: the first and
+    last sampled frame's media time (see :class:`Frame`).
     """
 
     stream: str
@@ -118,10 +134,36 @@ class Prediction:
     raw_scores: tuple[float, ...]
     features: np.ndarray = field(repr=False)
     stable_label: str | None = None
+    media_start: float = 0.0
+    media_ts: float = 0.0
 
     @property
     def latency_ms(self) -> float:
         return (self.published - self.window_end) * 1000.0
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """One classified window's full scores, for score taps (timelines, threshold sweeps).
+
+    Attributes:
+        stream: stream id.
+        media_start, media_ts: the window's first and last sampled frame, in media time.
+        probs: ``(K,)`` float32 this clip's probabilities (raw, before smoothing).
+        smoothed: ``(K,)`` float32 the smoothed probabilities the live run published.
+        stable_label: the stable label after this window, or None.
+        labels: the ``K`` class names (the same tuple for every window of a run).
+
+    Thread-safety: immutable; the arrays are private copies, never written after build.
+    """
+
+    stream: str
+    media_start: float
+    media_ts: float
+    probs: np.ndarray = field(repr=False)
+    smoothed: np.ndarray = field(repr=False)
+    stable_label: str | None
+    labels: tuple[str, ...] = field(repr=False)
 
 
 class EventType(str, Enum):

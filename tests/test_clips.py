@@ -182,7 +182,7 @@ def test_read_windows_and_the_live_ring_choose_frames_by_the_same_rule(
     ts = np.asarray([t for t, _ in decoded])
     ring = FrameRing(len(decoded) + 1, (4, 4, 3), transform=_tiny)
     for seq, (t, image) in enumerate(decoded):
-        assert ring.push(Frame(seq=seq, ts=t, wall_ts=0.0, image=image))
+        assert ring.push(Frame(seq=seq, ts=t, wall_ts=0.0, image=image, media_ts=t))
     duration = 1.6
     ends = [float(ts[i]) for i in (len(ts) // 3, len(ts) // 2, len(ts) - 1)]
     spans = [live_span(end, duration) for end in ends]

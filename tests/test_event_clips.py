@@ -55,7 +55,7 @@ class Feeder:
     def frames(self, start: int, stop: int) -> None:
         w, h = self.size
         for i in range(start, stop):
-            self.tap(Frame(i, i / self.fps, self.wall(i), synthetic_frame(i, w, h)))
+            self.tap(Frame(i, i / self.fps, self.wall(i), synthetic_frame(i, w, h), i / self.fps))
             assert wait_until(lambda: self.recorder.inbox.held == 0, 5.0)
 
 

@@ -51,7 +51,7 @@ def expected_dues(n_frames: int, fps: float = FPS, duration: float = DURATION,
 
 def frame(seq: int, fps: float = FPS, size: int = 4) -> Frame:
     return Frame(seq=seq, ts=seq / fps, wall_ts=1000.0 + seq / fps,
-                 image=np.full((size, size, 3), seq % 256, np.uint8))
+                 image=np.full((size, size, 3), seq % 256, np.uint8), media_ts=seq / fps)
 
 
 def take(ring: FrameRing, sched: WindowScheduler, num_frames: int = 4) -> Window | None:

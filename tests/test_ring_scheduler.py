@@ -23,7 +23,7 @@ from streamclf.types import BufferPolicy, Frame, Window
 
 def frame(seq: int, ts: float, value: int = 0, size: int = 8) -> Frame:
     return Frame(seq=seq, ts=ts, wall_ts=1000.0 + ts,
-                 image=np.full((size, size, 3), value % 256, np.uint8))
+                 image=np.full((size, size, 3), value % 256, np.uint8), media_ts=ts)
 
 
 def test_bad_sizes_are_config_errors() -> None:
@@ -171,7 +171,7 @@ def test_windows_never_span_a_reset_and_stay_in_time(
         t += step
         if epoch_of.get(seq - 1) == ring.epoch:
             widest[ring.epoch] = max(widest.get(ring.epoch, 0.0), step)
-        ring.push(Frame(seq, t, t, np.zeros((2, 2, 3), np.uint8)))
+        ring.push(Frame(seq, t, t, np.zeros((2, 2, 3), np.uint8), t))
         epoch_of[seq] = ring.epoch
         if seq % poll_every:
             continue
@@ -211,7 +211,8 @@ def test_worker_with_slow_backend_keeps_latency_bounded() -> None:
     def feed() -> None:
         seq, t0 = 0, time.monotonic()
         while not stop.is_set() and seq < 30 * 4:
-            ring.push(Frame(seq, time.monotonic(), time.time(), np.zeros((8, 8, 3), np.uint8)))
+            ring.push(Frame(seq, time.monotonic(), time.time(), np.zeros((8, 8, 3), np.uint8),
+                             0.0))
             worker.notify()
             seq += 1
             stop.wait(max(0.0, t0 + seq / 30 - time.monotonic()))
@@ -273,7 +274,7 @@ def test_ring_matches_a_reference_model(capacity: int, lossless: bool,
     for op, x in ops:
         if op == "push":
             t += x
-            accepted = ring.push(Frame(seq, t, t, np.full((1, 1, 3), seq % 256, np.uint8)))
+            accepted = ring.push(Frame(seq, t, t, np.full((1, 1, 3), seq % 256, np.uint8), t))
             if held and t <= held[-1][1]:
                 assert accepted  # not newer: skipped, reported as taken
             elif len(held) == capacity and held[0][1] >= released and lossless:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 import time
@@ -210,6 +211,15 @@ def test_acceptance_learns_temporal_order_and_serves_it(tmp_path: Path) -> None:
     assert meta["labels"] == list(CLASSES) and meta["input"]["crop_size"] == 130
     assert meta["metrics"]["val_top1"] >= 0.9, train.stdout
     assert (out / "last.safetensors").is_file() and (out / ckpt.STATE_FILE).is_file()
+    with (out / "history.csv").open(newline="") as fh:  # rewritten after every epoch
+        history = list(csv.reader(fh))
+    assert history[0] == ["epoch", "train_loss", "val_loss", "val_top1", "lr"]
+    assert [row[0] for row in history[1:]] == ["1", "2", "3", "4"]
+    assert all(math.isfinite(float(row[1])) and float(row[1]) > 0 for row in history[1:])
+    assert all(math.isfinite(float(row[2])) and float(row[2]) > 0 for row in history[1:])
+    assert max(float(row[3]) for row in history[1:]) == meta["metrics"]["val_top1"]
+    assert float(history[-1][4]) < float(history[1][4])  # --step-epochs 3 lowered the rate
+    assert (out / "curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     with (out / "predictions.csv").open(newline="") as fh:
         predicted = {row["path"]: row["label"] for row in csv.DictReader(fh)}
     assert predicted == {str(p): p.parent.name for p in held_out}

@@ -1,4 +1,5 @@
-"""``streamclf evaluate``: a labelled dataset in; recall@k, per-class recall and a report out.
+"""``streamclf evaluate``: a labelled dataset in; recall@k, per-class recall and a report out
+(JSON, markdown, and with ``--html`` a self-contained page with the confusion and recall plots).
 
 Registered in :mod:`streamclf.cli.main` (``add_parser`` builds the sub-command, ``run`` is its
 handler). Exit status: 0 when every file was classified and at least one counted in
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from streamclf.offline.datasets import DatasetItem, read_dataset
 from streamclf.signals import stop_on_signals
 
 if TYPE_CHECKING:
+    from streamclf.analysis.html_report import HtmlReport
     from streamclf.offline.classify import ActionClassifier
     from streamclf.offline.evaluate import Evaluation, FileResult
 
@@ -62,6 +65,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="also write the markdown report here")
     p.add_argument("--predictions", default=None, metavar="JSONL",
                    help="every file's top-k, one JSON object per line")
+    p.add_argument("--html", default=None, metavar="HTML",
+                   help="also write a self-contained HTML report here (summary, recall@k, "
+                        "the most confused classes, per-class recall plots)")
     p.add_argument("--json", action="store_true",
                    help="print the JSON report on stdout instead of the markdown")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed file")
@@ -77,11 +83,56 @@ def _check_args(args: argparse.Namespace) -> None:
     resolve_data(args)
     for name in ("workers", "clips", "topk", "threads"):
         checks.check_min(f"--{name}", getattr(args, name), 1)
-    for option in ("report", "markdown", "predictions"):
-        target = getattr(args, option)
+    for option in _OUTPUTS:
+        target = getattr(args, option, None)
         if target:
             checks.check_output(f"--{option}", target, make_parents=False)
     checks.check_model(args.model, args.weights, args.classmap, args.device)
+
+
+#: The options naming files that evaluate writes.
+_OUTPUTS = ("report", "markdown", "predictions", "html")
+
+
+def _check_html(path: str) -> None:
+    """An existing, non-empty ``--html`` file is replaced only when it is an HTML page."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"--html {path}: cannot check it ({exc.strerror})") from None
+    if head and not head.startswith((b"<!doctype html", b"<html")):
+        raise ConfigError(f"--html {path} exists and is not an HTML page; refusing to "
+                          "overwrite it")
+
+
+def _check_outputs_apart(args: argparse.Namespace, items: Sequence[DatasetItem]) -> None:
+    """No output is an input (the dataset file, a video, the weights, the class map) or
+    another output; ``--html`` replaces only an HTML page. Runs once the dataset is read."""
+    def key(path: object) -> str:
+        return os.path.realpath(str(path))
+
+    inputs = {key(it.path): f"the video {it.path} of the dataset" for it in items}
+    for name in ("data", "weights", "classmap"):
+        value = getattr(args, name, None)
+        if value and os.path.isfile(str(value)):
+            inputs[key(value)] = f"the {name} file"
+    seen: dict[str, str] = {}
+    for option in _OUTPUTS:
+        target = getattr(args, option, None)
+        if not target:
+            continue
+        if key(target) in inputs:
+            raise ConfigError(f"--{option} {target} is {inputs[key(target)]}; refusing to "
+                              "overwrite an input of the run")
+        if key(target) in seen:
+            raise ConfigError(f"--{option} {target} is also the --{seen[key(target)]} file; "
+                              "give each its own file")
+        seen[key(target)] = option
+    if getattr(args, "html", None):
+        _check_html(args.html)
 
 
 def _prediction_line(result: FileResult, topk: int) -> str:
@@ -112,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     """Handle ``streamclf evaluate``; returns the exit status (see the module doc)."""
     _check_args(args)
     items = read_dataset(args.data, args.path_column, args.label_column)  # before the model
+    _check_outputs_apart(args, items)
     from streamclf._lazy import require
     from streamclf.engine.runtime import default_inference_threads
     from streamclf.offline.classify import ActionClassifier
@@ -161,6 +213,10 @@ def run(args: argparse.Namespace) -> int:
         _write(args.report, json.dumps(report, indent=2) + "\n")
     if args.markdown:
         _write(args.markdown, markdown)
+    if getattr(args, "html", None):
+        from streamclf.offline.evaluate import confusion_matrix
+
+        _html_report(report, *confusion_matrix(outcome, items, clf.labels)).write(args.html)
     print(json.dumps(report, indent=2) if args.json else markdown, end="\n" if args.json else "",
           flush=True)
     return _status(report)
@@ -177,6 +233,49 @@ def _evaluate(args: argparse.Namespace, clf: ActionClassifier, items: Sequence[D
 
     return evaluate(clf, items, workers=args.workers, clips=args.clips,
                     fail_fast=args.fail_fast, stop=stop, on_result=on_result)
+
+
+def _html_report(report: dict[str, Any], names: list[str], matrix: Any) -> HtmlReport:
+    """The ``--html`` page: ``report`` (:func:`~streamclf.offline.evaluate.build_report`)
+    and the (K, K) top-1 confusion counts over the K class ``names`` that occur."""
+    from streamclf.analysis.html_report import HtmlReport
+    from streamclf.analysis.plots import confusion_png, recall_bars_png
+    from streamclf.offline.evaluate import RECALL_AT
+
+    page = HtmlReport(f"Evaluation: {report.get('model', '?')} ({report.get('weights', '?')})")
+    meta = [(k, report[k]) for k in ("model", "weights", "backend", "device", "data")
+            if k in report]
+    page.heading("Summary").table([*meta, *[
+        ("videos in the dataset", report["videos"]), ("predicted", report["predicted"]),
+        ("evaluated (label matches a class)", report["evaluated"]),
+        ("failed", len(report["failed"])), ("videos/s", f"{report['videos_per_s']:.2f}"),
+        *[(f"recall@{k}", f"{report[f'recall@{k}']:.4f}") for k in RECALL_AT],
+        *([("stopped early", report["stopped"])] if report["stopped"] else []),
+    ]], header=("metric", "value"))
+    evaluated = report["evaluated"]
+    page.heading("Recall@k").table(
+        [(f"recall@{k}", f"{report[f'recall@{k}']:.4f}",
+          round(report[f"recall@{k}"] * evaluated), evaluated) for k in RECALL_AT],
+        header=("k", "recall", "true class in the top k", "videos evaluated"))
+    page.heading("Most confused classes").image(
+        confusion_png(matrix, names), alt="confusion matrix of the most confused classes",
+        caption="Counts of videos by true class (rows) and top-1 prediction (columns); "
+                "colours: share of the true class's videos.")
+    if report["confused"]:
+        page.table(report["confused"], caption="most frequent confusions")
+    per_class = report["per_class"]
+    page.heading("Recall per class").image(
+        recall_bars_png({name: c["recall"] for name, c in per_class.items()}),
+        alt="per-class recall@1, worst first")
+    page.table([{"class": name, "recall@1": f"{c['recall']:.4f}", "hits": c["hits"],
+                 "videos": c["count"]} for name, c in per_class.items()])
+    if report["failed"]:
+        page.heading("Failed files").table(
+            [{"path": f["path"], "error": f["error"]} for f in report["failed"]])
+    if report["unmatched_labels"]:
+        page.heading("Labels matching no class (not in the recall)").table(
+            [{"label": u["label"], "videos": u["count"]} for u in report["unmatched_labels"]])
+    return page
 
 
 def _status(report: dict[str, Any]) -> int:

@@ -17,9 +17,12 @@ from collections.abc import Callable, Sequence
 from streamclf import __version__
 from streamclf.cli import cluster as cli_cluster
 from streamclf.cli import evaluate as cli_evaluate
+from streamclf.cli import evaluate_stream as cli_evaluate_stream
 from streamclf.cli import events as cli_events
 from streamclf.cli import offline as cli_offline
 from streamclf.cli import run as cli_run
+from streamclf.cli import score_events as cli_score_events
+from streamclf.cli import timeline as cli_timeline
 from streamclf.cli import train as cli_train
 from streamclf.cli.common import SETUP_LOGGER, ExitCode, Parser
 from streamclf.errors import StreamclfError
@@ -40,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     cli_offline.add_parsers(sub)  # models, classify, export, bench
     cli_run.add_parsers(sub)  # run, serve, demo
     cli_evaluate.add_parser(sub)
+    cli_evaluate_stream.add_parser(sub)
     cli_cluster.add_parser(sub)
     cli_train.add_parser(sub)
     cli_events.add_parser(sub)
+    cli_score_events.add_parser(sub)
+    cli_timeline.add_parser(sub)
     return parser
 
 
@@ -76,8 +82,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cli_offline.cmd_models, "classify": cli_offline.cmd_classify,
     "export": cli_offline.cmd_export, "bench": cli_offline.cmd_bench,
     "run": cli_run.cmd_run, "demo": cli_run.cmd_demo, "serve": cli_run.cmd_serve,
-    "evaluate": cli_evaluate.run, "cluster": cli_cluster.run, "train": cli_train.run,
-    "events": cli_events.run,
+    "evaluate": cli_evaluate.run,
+    "evaluate-stream": cli_evaluate_stream.run, "cluster": cli_cluster.run, "train": cli_train.run,
+    "score-events": cli_score_events.run,
+    "events": cli_events.run, "timeline": cli_timeline.run,
 }
 
 

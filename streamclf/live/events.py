@@ -72,6 +72,8 @@ def prediction_event(pred: Prediction, **health: float | int) -> Event:
         "raw_labels": list(pred.raw_labels),
         "raw_scores": [round(float(s), 4) for s in pred.raw_scores],
         "stable_label": pred.stable_label,
+        "media_start": round(pred.media_start, 3),
+        "media_ts": round(pred.media_ts, 3),
     })
 
 

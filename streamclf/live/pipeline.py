@@ -33,9 +33,10 @@ from streamclf.live.parts import OpenStream, open_stream_parts
 from streamclf.live.runner import StreamRunner
 from streamclf.live.sinks import EventBus, Sink, SinkHealth
 from streamclf.live.status import StatusLine
+from streamclf.models.registry import ModelSpec
 from streamclf.sinks.clips import EVENT_TYPES as CLIP_EVENTS
 from streamclf.sinks.clips import ClipRecorders
-from streamclf.types import EventType, StreamHealth, StreamTotals
+from streamclf.types import EventType, StreamHealth, StreamTotals, WindowScores
 
 __all__ = ["FrameSinks", "LivePipeline", "RunResult"]
 
@@ -73,9 +74,14 @@ class LivePipeline:
         backend: runs the model; default: loaded from ``config`` (the one way to load a
             model, :func:`~streamclf.engine.load.load_backend`). Tests pass a fake one; a
             cluster actor passes a remote one.
+        spec: the clip geometry of a given ``backend``'s model (default: the zoo spec of
+            ``config.model``; a fine-tuned checkpoint may have its own crop size).
         status_out: where the status line goes (None: no status line).
         open_stream: opens a stream's source and outputs (default: real ones).
         frame_sinks: extra overlay outputs per stream (see :data:`FrameSinks`).
+        score_taps: called on the worker thread with every published window's full scores
+            (:class:`~streamclf.types.WindowScores`), for timelines and threshold sweeps;
+            each must return at once.
 
     The JSON Lines log (``config.events``) is attached inline: lossless, in ``seq`` order;
     the event store (``config.db``, :mod:`streamclf.sinks.store`) as a queued sink; the
@@ -94,7 +100,9 @@ class LivePipeline:
     def __init__(self, config: RunConfig, *, sinks: Sequence[Sink] = (),
                  backend: InferenceBackend | None = None, status_out: TextIO | None = None,
                  open_stream: OpenStream = open_stream_parts,
-                 frame_sinks: FrameSinks | None = None) -> None:
+                 frame_sinks: FrameSinks | None = None,
+                 score_taps: Sequence[Callable[[WindowScores], None]] = (),
+                 spec: ModelSpec | None = None) -> None:
         from streamclf.engine.load import load_backend
         from streamclf.media.sources import parse_spec
         from streamclf.models.registry import get_spec
@@ -111,12 +119,13 @@ class LivePipeline:
             self.spec, self.backend, self.backend_reason = (loaded.spec, loaded.backend,
                                                             loaded.reason)
         else:
-            self.spec, self.backend = get_spec(config.model), backend
+            self.spec, self.backend = spec or get_spec(config.model), backend
             self.backend_reason = f"{backend.name} (given)"
         self.bus = EventBus()
         self.worker = InferenceWorker(self.backend, on_error=self._on_inference_error,
                                       max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
         self._open_stream, self._frame_sinks = open_stream, frame_sinks
+        self._score_taps = tuple(score_taps)
         self._runners: dict[str, StreamRunner] = {}
         self._results: dict[str, StreamTotals] = {}
         self._lock = threading.RLock()
@@ -209,7 +218,7 @@ class LivePipeline:
                                       self.worker, factory, renderer=renderer,
                                       source_fps_hint=fps, backend_name=self.backend.name,
                                       close_parts=close, clips=self.config.clips,
-                                      frame_taps=taps)
+                                      frame_taps=taps, score_taps=self._score_taps)
             except BaseException:
                 close()
                 raise

@@ -47,6 +47,7 @@ from streamclf.types import (
     StreamHealth,
     StreamTotals,
     Window,
+    WindowScores,
 )
 
 __all__ = ["LATENCY_HISTORY", "StreamRunner"]
@@ -82,6 +83,8 @@ class StreamRunner:
             clips' pre-roll buffer copies the reference and goes).
         clips: the run's event clips; with ``config.alerts``, its alerts' ``end`` events name
             their clip and snapshot (:class:`~streamclf.live.alerts.AlertTracker`).
+        score_taps: called on the worker thread with each published window's full scores
+            (:class:`~streamclf.types.WindowScores`); must return at once.
 
     Thread-safety: ``start``/``stop`` from the owner's thread; ``health``, ``totals`` and
     ``finished`` from any thread (counters are read without locks and may be one frame
@@ -96,9 +99,11 @@ class StreamRunner:
                  extra_fields: Callable[[], Mapping[str, Any]] | None = None,
                  close_parts: Callable[[], None] | None = None,
                  frame_taps: Sequence[Callable[[Frame], None]] = (),
-                 clips: ClipsConfig | None = None) -> None:
+                 clips: ClipsConfig | None = None,
+                 score_taps: Sequence[Callable[[WindowScores], None]] = ()) -> None:
         self.config, self.spec, self.labels = config, spec, tuple(labels)
         self._frame_taps = tuple(frame_taps)
+        self._score_taps = tuple(score_taps)
         self.bus, self.worker, self.renderer = bus, worker, renderer
         self.stream = config.stream_id
         self.source_name = mask_credentials(str(config.source))
@@ -146,7 +151,7 @@ class StreamRunner:
         self._final: StreamTotals | None = None
         self._alerts = None if config.alerts is None else AlertTracker(
             self.stream, config.alerts, self.labels, clips)
-        self._first_ts: float | None = None  # the first frame's: the origin of media_ts
+        self._media_ts = 0.0  # the last published window's end, in media time
 
     # -- events ----------------------------------------------------------------------------
     def emit(self, type_: EventType | str, /, **fields: Any) -> None:
@@ -166,8 +171,6 @@ class StreamRunner:
 
     # -- capture thread --------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> bool:
-        if self._first_ts is None:
-            self._first_ts = frame.ts
         accepted = self.ring.push(frame)
         if accepted:
             self.worker.notify()
@@ -197,8 +200,9 @@ class StreamRunner:
 
     # -- worker thread ---------------------------------------------------------------------
     def _on_reset(self, reason: str = "reset") -> None:
-        for change in self.smoother.reset():
-            self.emit(change.kind, label=change.label, score=round(change.score, 4))
+        for change in self.smoother.reset():  # at the last window's media time
+            self.emit(change.kind, label=change.label, score=round(change.score, 4),
+                      media_ts=round(self._media_ts, 3))
         for alert in self._alerts.finish(reason, time.time()) if self._alerts else ():
             self.bus.publish(alert)
 
@@ -215,11 +219,14 @@ class StreamRunner:
             self._last_publish = now
             smoothed = self.smoother.update(probs)
             raw_labels, raw_scores = top_k(probs, self.labels, self.config.topk)
+            media_start, media_ts = window.media_span
+            self._media_ts = media_ts
             pred = Prediction(
                 stream=self.stream, window_start=window.wall_start, window_end=window.wall_end,
                 published=time.time(), inference_ms=inference_ms, labels=smoothed.labels,
                 scores=smoothed.scores, raw_labels=raw_labels, raw_scores=raw_scores,
-                features=feats, stable_label=smoothed.stable_label,
+                features=feats, stable_label=smoothed.stable_label, media_start=media_start,
+                media_ts=media_ts,
             )
             event = prediction_event(pred, input_fps=round(self.capture.fps, 2),
                                      drops=self.ring.drops)
@@ -228,9 +235,15 @@ class StreamRunner:
                                    **{**event.fields, **self._extra()})
             self.bus.publish(event)
             for change in smoothed.changes:
-                self.emit(change.kind, label=change.label, score=round(change.score, 4))
-            if self._alerts is not None:  # media_ts: the window's end from the first frame
-                media_ts = window.ts[-1] - (self._first_ts or 0.0)
+                self.emit(change.kind, label=change.label, score=round(change.score, 4),
+                          media_ts=round(media_ts, 3))
+            if self._score_taps:
+                scores = WindowScores(self.stream, media_start, media_ts,
+                                      np.array(probs, np.float32), smoothed.probs.copy(),
+                                      smoothed.stable_label, self.labels)
+                for tap in self._score_taps:
+                    tap(scores)
+            if self._alerts is not None:
                 for alert in self._alerts.update(media_ts, smoothed.stable_label,
                                                  smoothed.probs, ts=event.ts,
                                                  window_end=window.wall_end):

@@ -15,7 +15,10 @@ them to ``on_frame``; status changes go to ``on_event(type, fields)``:
 
 ``Frame.ts``: live sources get ``clock()`` at read; files paced ``"realtime"`` are released at
 their media time and get ``clock()``; files read ``"fast"`` get their media time (increasing
-across ``loop`` replays). ``seq`` runs from 0 without gaps across reconnects and replays.
+across ``loop`` replays). ``Frame.media_ts`` is, whatever the pace, the file's media time (from
+its first frame, increasing across replays) or a live source's capture time since its first
+frame (across reconnects: an outage leaves a gap). ``seq`` runs from 0 without gaps across
+reconnects and replays.
 Thread-safety: ``start``/``stop`` and the properties from any thread; ``on_frame`` and
 ``on_event`` are called on the capture thread.
 """
@@ -225,6 +228,7 @@ class CaptureThread:
         rebase = False  # a replay started: recompute offset at its first frame
         last_media = -math.inf  # last frame's media time, offset included
         anchor: tuple[float, float] | None = None  # (clock, media) of the first paced frame
+        origin: float | None = None  # the first frame's media time (files) or clock (live)
         while True:
             try:
                 got = source.read(self._read_timeout_s)
@@ -262,20 +266,26 @@ class CaptureThread:
             last_media = media
             if source.info.is_live:
                 ts = self._clock()
-            elif self.pace == "fast":
-                ts = media
+                origin = ts if origin is None else origin
+                media_ts = ts - origin  # live: capture time since the first frame
             else:
-                if anchor is None:
-                    anchor = (self._clock(), media)
-                self._wait_until(anchor[0] + media - anchor[1])
-                ts = self._clock()
+                origin = media if origin is None else origin
+                media_ts = media - origin  # files: presentation time, whatever the pace
+                if self.pace == "fast":
+                    ts = media
+                else:
+                    if anchor is None:
+                        anchor = (self._clock(), media)
+                    self._wait_until(anchor[0] + media - anchor[1])
+                    ts = self._clock()
             if outage is not None:
                 self.reconnects += 1
                 self._emit("source_restored", attempts=int(outage[1]) + 1,
                            downtime_s=round(self._clock() - outage[0], 3))
                 log.info("stream %s: source restored", self.stream_id)
                 outage = None
-            self._deliver(Frame(seq=self._seq, ts=ts, wall_ts=self._wall_clock(), image=image))
+            self._deliver(Frame(seq=self._seq, ts=ts, wall_ts=self._wall_clock(), image=image,
+                                media_ts=media_ts))
 
     def _deliver(self, frame: Frame) -> None:
         """Offer ``frame`` until ``on_frame`` takes it (lossless back-pressure) or stop."""

@@ -79,6 +79,7 @@ class FrameRing:
         self._images = np.zeros((capacity, *frame_shape), dtype=np.uint8)
         self._ts = np.zeros(capacity, dtype=np.float64)
         self._wall = np.zeros(capacity, dtype=np.float64)
+        self._media = np.zeros(capacity, dtype=np.float64)
         self._seq = np.zeros(capacity, dtype=np.int64)
         self._lock = threading.Lock()
         self._start = 0  # slot of the oldest frame
@@ -117,6 +118,7 @@ class FrameRing:
             self._images[slot] = image
             self._ts[slot] = frame.ts
             self._wall[slot] = frame.wall_ts
+            self._media[slot] = frame.media_ts
             self._seq[slot] = frame.seq
             self._count += 1
             self.pushed += 1
@@ -127,7 +129,7 @@ class FrameRing:
         held)."""
         order = self._ordered()
         size = min(2 * self.capacity, self._max_capacity)
-        for name in ("_images", "_ts", "_wall", "_seq"):
+        for name in ("_images", "_ts", "_wall", "_media", "_seq"):
             old = getattr(self, name)
             new = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
             new[: self._count] = old[order]
@@ -165,11 +167,12 @@ class FrameRing:
             frames = self._images[slots]
             seqs = tuple(int(s) for s in self._seq[slots])
             stamps = tuple(float(t) for t in self._ts[slots])
+            media = tuple(float(t) for t in self._media[slots])
             wall_start, wall_end = float(self._wall[slots[0]]), float(self._wall[slots[-1]])
             epoch = self.epoch
         return Window(
             stream=self.stream, frames=frames, seqs=seqs, ts=stamps, wall_start=wall_start,
-            wall_end=wall_end, due_ts=end_ts, epoch=epoch,
+            wall_end=wall_end, due_ts=end_ts, epoch=epoch, media=media,
         )
 
     def release_before(self, ts: float) -> None:

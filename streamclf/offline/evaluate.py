@@ -43,6 +43,7 @@ __all__ = [
     "Evaluation",
     "FileResult",
     "build_report",
+    "confusion_matrix",
     "evaluate",
     "markdown_report",
 ]
@@ -271,6 +272,32 @@ def build_report(
     report["videos_per_s"] = round(run.videos_per_s, 3)
     report["elapsed_s"] = round(run.elapsed_s, 3)
     return report
+
+
+def confusion_matrix(
+    run: Evaluation, items: Sequence[DatasetItem], classes: Sequence[str]
+) -> tuple[list[str], np.ndarray]:
+    """Top-1 confusion counts over the files counted in the recall (as :func:`build_report`).
+
+    Only the classes that occur, as a true label or a top-1 prediction, get a row and a
+    column (a few of Kinetics' 400 on a small set), in the model's class order.
+
+    Returns:
+        the K class names, and a (K, K) int64 array: ``[i, j]`` = files of class ``i``
+        predicted as ``j`` (the diagonal: the hits).
+    """
+    import numpy as np
+
+    match = match_labels({it.label for it in items}, classes)
+    pairs = [(str(match[r.item.label]), r.labels[0]) for r in run.results
+             if r.ok and r.labels and match[r.item.label]]
+    order = {name: i for i, name in enumerate(classes)}
+    names = sorted({n for pair in pairs for n in pair}, key=lambda n: (order.get(n, len(order)), n))
+    index = {name: i for i, name in enumerate(names)}
+    matrix = np.zeros((len(names), len(names)), dtype=np.int64)
+    for truth, predicted in pairs:
+        matrix[index[truth], index[predicted]] += 1
+    return names, matrix
 
 
 def _failure(result: FileResult) -> dict[str, Any]:

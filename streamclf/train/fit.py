@@ -2,10 +2,11 @@
 
 Per epoch: train on one random clip per video, (optionally) re-estimate batch-norm
 statistics, validate on the centred clips, save ``last.*`` (and ``best.*`` when the
-validation top-1 improves; ties go to the lower loss), append ``metrics.jsonl``,
-report one line. Determinism: with the same seed, device and thread count, a run and a
-run interrupted and ``--resume``-d give the same weights (per-epoch seeds, per-sample
-generators, the optimizer state saved each epoch).
+validation top-1 improves; ties go to the lower loss), append ``metrics.jsonl``, rewrite
+``history.csv`` and ``curves.png`` from the whole history, report one line.
+Determinism: with the same seed, device and thread count, a run and a run interrupted and
+``--resume``-d give the same weights (per-epoch seeds, per-sample generators, the
+optimizer state saved each epoch).
 
 Runs on the calling thread; not thread-safe.
 """
@@ -13,9 +14,10 @@ Runs on the calling thread; not thread-safe.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -25,6 +27,7 @@ import numpy as np
 from streamclf import __version__
 from streamclf._lazy import require
 from streamclf.errors import ConfigError, StreamclfError
+from streamclf.files import write_atomic
 from streamclf.models.network import resolve_device
 from streamclf.models.registry import get_spec
 from streamclf.models.weights import read_sidecar
@@ -48,11 +51,15 @@ if TYPE_CHECKING:
     from streamclf.models.registry import ModelSpec
     from streamclf.train.data import TrainData
 
-__all__ = ["EpochResult", "FitResult", "fit", "sidecar"]
+__all__ = ["HISTORY_HEADER", "EpochResult", "FitResult", "fit", "sidecar", "write_history"]
 
 log = logging.getLogger(__name__)
 
 _ORDER, _TORCH, _LOADER, _BN = 1, 2, 3, 4  # seed streams
+
+#: The columns of ``OUT/history.csv``, one row per epoch (an empty cell: no value).
+HISTORY_HEADER = ("epoch", "train_loss", "val_loss", "val_top1", "lr")
+HISTORY_FILE, CURVES_FILE = "history.csv", "curves.png"
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class EpochResult:
     steps: int
     seconds: float
     best: bool
+    val_loss: float | None = None  # mean validation cross-entropy (None: older runs)
 
 
 @dataclass(frozen=True)
@@ -211,13 +219,13 @@ def fit(
                        config.precise_bn, precision, failures)
         val_loader = make_loader(val_ds, config.batch_size, list(range(len(val_ds))),
                                  config.workers, False, device, 0)
-        top1, topk_acc, _ = validate(net, val_loader, precision, topk, failures)
+        top1, topk_acc, _, val_loss = validate(net, val_loader, precision, topk, failures)
         improved = top1 > best_top1 or (top1 == best_top1 and loss < best_loss)
         if improved:
             best_top1, best_loss, best_epoch = top1, loss, epoch + 1
         result = EpochResult(epoch + 1, round(loss, 6), round(top1, 6), round(topk_acc, 6),
                              topk, lr_of_batch(per_epoch - 1), steps,
-                             round(time.monotonic() - t0, 3), improved)
+                             round(time.monotonic() - t0, 3), improved, round(val_loss, 6))
         history.append(result)
         _save_epoch(config, spec, data.labels, net, optimizer, scaler, result, history,
                     (best_top1, best_loss, best_epoch))
@@ -257,11 +265,37 @@ def _save_epoch(
         "history": [asdict(h) for h in history],
     })
     ckpt.append_metrics(out, {**_epoch_metrics(result), "lr": result.lr, "best": result.best})
+    write_history(out, history)
+
+
+def write_history(out: Path, history: Sequence[EpochResult]) -> None:
+    """Rewrite ``out/history.csv`` (:data:`HISTORY_HEADER`; ``lr`` is the rate of the
+    epoch's last step; ``val_loss`` is empty for epochs of runs saved before it was kept) and
+    ``out/curves.png`` (:func:`~streamclf.analysis.plots.training_curves_png`) from the
+    whole ``history``, each atomically. A plot that cannot be drawn is logged, not raised.
+    """
+    rows: list[dict[str, Any]] = [
+        {"epoch": h.epoch, "train_loss": h.train_loss, "val_loss": h.val_loss,
+         "val_top1": h.val_top1, "lr": h.lr} for h in history]
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(HISTORY_HEADER)
+    writer.writerows(["" if r[k] is None else r[k] for k in HISTORY_HEADER] for r in rows)
+    write_atomic(out / HISTORY_FILE, buf.getvalue())
+    try:
+        from streamclf.analysis.plots import training_curves_png
+
+        png = training_curves_png(rows)
+        write_atomic(out / CURVES_FILE, png)
+    except Exception as exc:  # exception-safe: a plot must not end a training run
+        log.warning("could not draw %s: %s: %s", out / CURVES_FILE, type(exc).__name__, exc)
 
 
 def _epoch_line(r: EpochResult, epochs: int) -> str:
     mark = "  (best, saved)" if r.best else ""
-    return (f"epoch {r.epoch}/{epochs}  train loss {r.train_loss:.4f}  val top-1 "
+    val_loss = "" if r.val_loss is None else f"  val loss {r.val_loss:.4f}"
+    return (f"epoch {r.epoch}/{epochs}  train loss {r.train_loss:.4f}{val_loss}  val top-1 "
             f"{r.val_top1:.3f}  top-{r.topk} {r.val_topk:.3f}  lr {r.lr:.2e}  "
             f"{r.seconds:.1f} s{mark}")
 

@@ -189,12 +189,14 @@ def train_epoch(
 
 def validate(
     net: TrainableNet, loader: Any, precision: Precision, topk: int, failures: Failures
-) -> tuple[float, float, int]:
-    """Top-1 and top-``topk`` accuracy over ``loader`` (probabilities computed as at
-    inference); returns ``(top1, topk_accuracy, clips)``."""
+) -> tuple[float, float, int, float]:
+    """Top-1 and top-``topk`` accuracy and the mean cross-entropy over ``loader``
+    (probabilities computed as at inference; the loss is ``-log p(true class)``, without
+    label smoothing); returns ``(top1, topk_accuracy, clips, loss)``."""
     torch = require("torch")
     net.model.eval()
     hit1 = hitk = total = 0
+    nll = 0.0
     with torch.inference_mode():
         for batch in loader:
             failures.add(batch.failed)
@@ -203,13 +205,16 @@ def validate(
             inputs, labels = _to(batch, precision.device)
             with precision.autocast():
                 scores = net.scores(inputs)
-            top = scores.float().topk(topk, dim=1).indices
+            probs = scores.float()
+            top = probs.topk(topk, dim=1).indices
+            true_p = probs.gather(1, labels[:, None]).clamp_min(1e-12)
+            nll += float(-torch.log(true_p).sum())
             hit1 += int((top[:, 0] == labels).sum())
             hitk += int((top == labels[:, None]).any(dim=1).sum())
             total += batch.size
     if total == 0:
         raise DataError("no validation clip could be read (see the warnings above)")
-    return hit1 / total, hitk / total, total
+    return hit1 / total, hitk / total, total, nll / total
 
 
 def precise_bn(
