@@ -60,7 +60,7 @@ def make_test_set(root: Path) -> Path:
     """The test videos and ``root/segments.csv`` (``video,start_s,end_s,label``)."""
     videos = SHARED_DATA / "videos"
     parts = root / "parts"
-    sources = {**{k: v for k, v in CLASSES.items()}, None: BACKGROUND}
+    sources: dict[str | None, str] = {**CLASSES, None: BACKGROUND}
     for key, file in sources.items():
         _cut(videos / file, 6.0, PART_S, parts / f"{key or 'background'}.mp4")
     rows = ["video,start_s,end_s,label"]

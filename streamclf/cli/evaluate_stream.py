@@ -13,7 +13,6 @@ report of what was replayed is still written).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from typing import Any
 from streamclf.cli import checks
 from streamclf.cli.common import ExitCode
 from streamclf.cli.flags import add_config_flags, add_model_flags, config_overrides
-from streamclf.cli.score_events import DEFAULT_GRACE, non_negative
+from streamclf.cli.score_events import DEFAULT_GRACE, non_negative, write_report
 from streamclf.cli.timeline import replay_files
 from streamclf.errors import ConfigError, DataError
-from streamclf.files import write_atomic
 
 __all__ = ["add_parser", "html_report", "run"]
 
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         report["fa_budget"] = args.fa_budget
         report["sweep"] = cells
         report["recommended"] = sweeping.recommend(cells, args.fa_budget)
-    write_atomic(args.report, json.dumps(report, indent=2) + "\n")
+    write_report(args.report, report)
     if args.html is not None:
         html_report(report).write(args.html)
     print(summary(report))
