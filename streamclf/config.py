@@ -126,6 +126,11 @@ class StreamConfig:
                           range=(0.0, 1.0))
     start_after: int = _f(2, "consecutive wins before a label starts", range=(1, 1000))
     transport: str = _f("tcp", "RTSP transport", choices=("tcp", "udp"))
+    decoder: str = _f("auto", "files and feeds: auto (PyAV; OpenCV for webcams), pyav or "
+                              "opencv", choices=("auto", "pyav", "opencv"))
+    decode_threads: int = _f(1, "PyAV decoder threads (0: FFmpeg picks)", range=(0, 64))
+    ring_mb: float = _f(256.0, "the most memory one stream's frame ring holds (decoded and "
+                               "converted frames); past it the oldest go", range=(16.0, 65_536.0))
     open_timeout_ms: int = _f(5000, "longest wait to open a network source",
                               range=(100, 600_000))
     read_timeout_ms: int = _f(3000, "frame watchdog: a live source silent this long is lost "

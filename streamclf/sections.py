@@ -100,6 +100,8 @@ class ClipsConfig:
         pre_s, post_s: video kept before an alert's start and after its end.
         max_gb, max_days: retention; the oldest clips are deleted first.
         preroll_mb: the most memory one stream's pre-roll buffer may hold.
+        fps: the most frames a second clips keep (each is converted and JPEG-compressed on
+            the recorder's thread); 0: every frame.
     """
 
     dir: str = "clips"
@@ -108,12 +110,14 @@ class ClipsConfig:
     max_gb: float = 20.0
     max_days: float = 14.0
     preroll_mb: float = 64.0
+    fps: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.dir, str) or not self.dir.strip():
             raise ConfigError("clips: 'dir' must be a folder path")
         for key, hi in (("pre_s", 60.0), ("post_s", 60.0), ("max_gb", 100_000.0),
-                        ("max_days", 36_500.0), ("preroll_mb", 4096.0)):
+                        ("max_days", 36_500.0), ("preroll_mb", 4096.0),
+                        ("fps", 240.0)):
             object.__setattr__(self, key, _number(f"clips: {key!r}", getattr(self, key),
                                                   0.0, hi))
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from streamclf.media.picture import Picture
+
 __all__ = [
     "BufferPolicy",
     "Event",
@@ -69,7 +71,9 @@ class Frame:
         seq: per-source counter, from 0, contiguous across reconnects.
         ts: seconds on the stream clock (see module docstring).
         wall_ts: ``time.time()`` at capture.
-        image: ``(H, W, 3)`` uint8 RGB as decoded (full size; the ring stores a resized copy).
+        picture: the decoded frame at the source's size, converted to ``(H, W, 3)`` uint8
+            RGB only by those who call ``picture.rgb()`` (the ring converts just the frames
+            a window samples; see :mod:`streamclf.media.picture`).
         media_ts: seconds from the source's first frame in its own timeline (see module
             docstring).
     """
@@ -77,7 +81,7 @@ class Frame:
     seq: int
     ts: float
     wall_ts: float
-    image: np.ndarray
+    picture: Picture
     media_ts: float
 
 

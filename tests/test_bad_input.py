@@ -130,7 +130,7 @@ CASES = [
           "not a readable video"),
     _case("run-zero-bytes", ["run", "--source", "{d}/empty.mp4", *RUN], "empty file (0 bytes)"),
     _case("run-corrupt", ["run", "--source", "{corrupted}", *RUN],
-          "corrupt or truncated video: decoding stopped at 2.80 s of 5.00 s"),
+          "corrupt or truncated video: damaged data after 2.70 s"),
     _case("run-truncated", ["run", "--source", "{d}/truncated.mp4", *RUN],
           "corrupt or truncated video"),
     _case("unknown-scheme", ["run", "--source", "ftp://example.invalid/cam", *RUN],

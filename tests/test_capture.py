@@ -107,7 +107,8 @@ def test_file_fast_delivers_every_frame_with_media_timestamps(
     assert len(rec.frames) == thread.frames_read == 300
     check_frames(rec.frames)
     assert rec.frames[0].ts == 0.0 and rec.frames[-1].ts == pytest.approx(299 / 29.97, abs=1e-3)
-    assert rec.frames[0].image.shape == (256, 340, 3) and rec.frames[0].image.dtype == np.uint8
+    image = rec.frames[0].picture.rgb()
+    assert image.shape == (256, 340, 3) and image.dtype == np.uint8
     assert rec.kinds() == ["source_opened"]
     opened = rec.events[0][1]
     assert opened["kind"] == "file" and opened["width"] == 340 and opened["is_live"] is False

@@ -26,6 +26,7 @@ from streamclf.media.clips import (
     train_span,
     uniform_indices,
 )
+from streamclf.media.picture import ArrayPicture
 from streamclf.media.preprocess import ClipTransform, pack_pathways
 from streamclf.media.ring import FrameRing
 from streamclf.media.video import iter_frames, probe, read_clips, read_windows
@@ -182,7 +183,8 @@ def test_read_windows_and_the_live_ring_choose_frames_by_the_same_rule(
     ts = np.asarray([t for t, _ in decoded])
     ring = FrameRing(len(decoded) + 1, (4, 4, 3), transform=_tiny)
     for seq, (t, image) in enumerate(decoded):
-        assert ring.push(Frame(seq=seq, ts=t, wall_ts=0.0, image=image, media_ts=t))
+        assert ring.push(Frame(seq=seq, ts=t, wall_ts=0.0, picture=ArrayPicture(image),
+                                   media_ts=t))
     duration = 1.6
     ends = [float(ts[i]) for i in (len(ts) // 3, len(ts) // 2, len(ts) - 1)]
     spans = [live_span(end, duration) for end in ends]

@@ -23,6 +23,7 @@ from streamclf.engine.backends import FakeBackend
 from streamclf.live.events import make_event
 from streamclf.live.pipeline import LivePipeline
 from streamclf.media.encode import H264Writer
+from streamclf.media.picture import ArrayPicture
 from streamclf.media.sources import (
     SyntheticSource,
     open_source,
@@ -55,7 +56,8 @@ class Feeder:
     def frames(self, start: int, stop: int) -> None:
         w, h = self.size
         for i in range(start, stop):
-            self.tap(Frame(i, i / self.fps, self.wall(i), synthetic_frame(i, w, h), i / self.fps))
+            self.tap(Frame(i, i / self.fps, self.wall(i), ArrayPicture(synthetic_frame(i, w, h)),
+                           i / self.fps))
             assert wait_until(lambda: self.recorder.inbox.held == 0, 5.0)
 
 

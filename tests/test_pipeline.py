@@ -21,6 +21,7 @@ from streamclf.engine.backends import FakeBackend
 from streamclf.live.events import read_events
 from streamclf.live.pipeline import LivePipeline
 from streamclf.live.runner import StreamRunner
+from streamclf.media.picture import ArrayPicture, Picture
 from streamclf.media.sources import FrameSource, SyntheticSource, open_source
 from streamclf.types import StreamTotals
 from tests.conftest import REPO
@@ -58,16 +59,16 @@ class StampedSource:
         self.info = source.info
         self._source, self._stamps = source, stamps
 
-    def read(self, timeout_s: float) -> tuple[np.ndarray, float] | None:
+    def read(self, timeout_s: float) -> tuple[Picture, float] | None:
         got = self._source.read(timeout_s)
         if got is None:
             return None
-        image, ts = got
+        picture, ts = got
         n = len(self._stamps)
         self._stamps.append(ts)
-        stamped = np.empty_like(image)
+        stamped = np.empty((picture.height, picture.width, 3), np.uint8)
         stamped[...] = (n // 256, n % 256, 0)
-        return stamped, ts
+        return ArrayPicture(stamped), ts
 
     def close(self) -> None:
         self._source.close()

@@ -16,6 +16,7 @@ from streamclf.engine.backends import FakeBackend
 from streamclf.engine.batcher import InferenceWorker, StreamSlot
 from streamclf.errors import ConfigError
 from streamclf.media.clips import span_indices, uniform_indices
+from streamclf.media.picture import ArrayPicture
 from streamclf.media.ring import FrameRing
 from streamclf.media.scheduler import WindowScheduler
 from streamclf.types import BufferPolicy, Frame, Window
@@ -23,7 +24,8 @@ from streamclf.types import BufferPolicy, Frame, Window
 
 def frame(seq: int, ts: float, value: int = 0, size: int = 8) -> Frame:
     return Frame(seq=seq, ts=ts, wall_ts=1000.0 + ts,
-                 image=np.full((size, size, 3), value % 256, np.uint8), media_ts=ts)
+                 picture=ArrayPicture(np.full((size, size, 3), value % 256, np.uint8)),
+                 media_ts=ts)
 
 
 def test_bad_sizes_are_config_errors() -> None:
@@ -46,20 +48,52 @@ def test_ring_keeps_newest_and_counts_drops() -> None:
     assert ring.drops == 6  # released frames are not drops
 
 
-def test_ring_transform_applied_once_on_entry() -> None:
-    calls = []
+def test_ring_converts_only_sampled_frames_once_each() -> None:
+    calls: list[int] = []
 
     def shrink(img: np.ndarray) -> np.ndarray:
-        calls.append(img.shape)
+        calls.append(int(img[0, 0, 0]))
         return img[:4, :4]
 
-    ring = FrameRing(8, (4, 4, 3), transform=shrink)
-    for i in range(5):
+    ring = FrameRing(16, (4, 4, 3), transform=shrink)
+    for i in range(9):
         ring.push(frame(i, i / 30, value=i))
+    assert calls == []  # nothing is converted on entry
     win = ring.window(4 / 30, 1.0, 3)
     assert win is not None and win.frames.shape == (3, 4, 4, 3)
-    assert len(calls) == 5
     assert win.seqs == (0, 2, 4) and win.frames[1, 0, 0, 0] == 2
+    assert sorted(calls) == [0, 2, 4]  # only the sampled frames
+    win = ring.window(8 / 30, 1.0, 3)  # overlaps: frame 4 is reused from the cache
+    assert win is not None and win.seqs == (0, 4, 8)
+    assert [int(v) for v in win.frames[:, 0, 0, 0]] == [0, 4, 8]
+    assert sorted(calls) == [0, 2, 4, 8] and ring.converted == 4
+
+
+def test_ring_lets_go_of_pictures_once_converted_or_released() -> None:
+    ring = FrameRing(16, (8, 8, 3))
+    one = frame(0, 0.0).picture.nbytes
+    for i in range(6):
+        ring.push(frame(i, i / 30))
+    cache = ring.nbytes - 6 * one
+    assert cache == 16 * 8 * 8 * 3  # the preallocated cache of converted frames
+    ring.window(5 / 30, 1.0, 2)  # converts frames 0 and 5: their pictures go
+    assert ring.nbytes == cache + 4 * one
+    ring.release_before(3 / 30)  # no later window samples frames 1 and 2
+    assert ring.nbytes == cache + 2 * one
+    ring.reset()
+    assert ring.nbytes == cache
+
+
+def test_ring_byte_cap_drops_the_oldest() -> None:
+    one = frame(0, 0.0).picture.nbytes
+    cache = 32 * 8 * 8 * 3
+    ring = FrameRing(32, (8, 8, 3), max_bytes=cache + 5 * one)
+    for i in range(12):
+        assert ring.push(frame(i, i / 30))
+    assert len(ring) == 5 and ring.drops == 7
+    assert ring.nbytes <= ring.max_bytes and ring.peak_bytes <= ring.max_bytes
+    with pytest.raises(ConfigError, match="byte cap"):
+        FrameRing(8, (8, 8, 3), max_bytes=100)
 
 
 def test_lossless_ring_refuses_until_released() -> None:
@@ -171,7 +205,7 @@ def test_windows_never_span_a_reset_and_stay_in_time(
         t += step
         if epoch_of.get(seq - 1) == ring.epoch:
             widest[ring.epoch] = max(widest.get(ring.epoch, 0.0), step)
-        ring.push(Frame(seq, t, t, np.zeros((2, 2, 3), np.uint8), t))
+        ring.push(Frame(seq, t, t, ArrayPicture(np.zeros((2, 2, 3), np.uint8)), t))
         epoch_of[seq] = ring.epoch
         if seq % poll_every:
             continue
@@ -211,8 +245,8 @@ def test_worker_with_slow_backend_keeps_latency_bounded() -> None:
     def feed() -> None:
         seq, t0 = 0, time.monotonic()
         while not stop.is_set() and seq < 30 * 4:
-            ring.push(Frame(seq, time.monotonic(), time.time(), np.zeros((8, 8, 3), np.uint8),
-                             0.0))
+            ring.push(Frame(seq, time.monotonic(), time.time(),
+                            ArrayPicture(np.zeros((8, 8, 3), np.uint8)), 0.0))
             worker.notify()
             seq += 1
             stop.wait(max(0.0, t0 + seq / 30 - time.monotonic()))
@@ -274,7 +308,8 @@ def test_ring_matches_a_reference_model(capacity: int, lossless: bool,
     for op, x in ops:
         if op == "push":
             t += x
-            accepted = ring.push(Frame(seq, t, t, np.full((1, 1, 3), seq % 256, np.uint8), t))
+            image = np.full((1, 1, 3), seq % 256, np.uint8)
+            accepted = ring.push(Frame(seq, t, t, ArrayPicture(image), t))
             if held and t <= held[-1][1]:
                 assert accepted  # not newer: skipped, reported as taken
             elif len(held) == capacity and held[0][1] >= released and lossless:

@@ -76,7 +76,7 @@ def frame(tai_chi_clip: Path) -> np.ndarray:
     finally:
         source.close()
     assert got is not None
-    return got[0]
+    return got[0].rgb()
 
 
 def test_crop_is_a_view_of_the_box(frame: np.ndarray) -> None:
@@ -183,7 +183,7 @@ def _decode(path: Path) -> list[tuple[np.ndarray, float]]:
     frames: list[tuple[np.ndarray, float]] = []
     try:
         while (got := source.read(5.0)) is not None:
-            frames.append(got)
+            frames.append((got[0].rgb(), got[1]))
     finally:
         source.close()
     return frames

@@ -50,8 +50,8 @@ def mjpeg() -> Iterator[MjpegServer]:
     src = SyntheticSource(160, 120, 30.0)
     jpegs = []
     for _ in range(60):
-        image, _ts = src.read(1.0)  # type: ignore[misc]
-        ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        picture, _ts = src.read(1.0)  # type: ignore[misc]
+        ok, buf = cv2.imencode(".jpg", picture.rgb()[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
         assert ok
         jpegs.append(buf.tobytes())
     with MjpegServer(jpegs, fps=30.0) as server:
@@ -63,7 +63,7 @@ def read_n(source: FrameSource, n: int) -> tuple[list[np.ndarray], list[float]]:
     for _ in range(n):
         got = source.read(5.0)
         assert got is not None
-        images.append(got[0])
+        images.append(got[0].rgb())
         stamps.append(got[1])
     return images, stamps
 
@@ -163,12 +163,14 @@ def test_synthetic_source_is_deterministic_and_numbered() -> None:
     a, b = SyntheticSource(64, 48, 25.0, frames=5), open_source("synthetic:64x48@25", frames=5)
     assert b.info.name == "synthetic:64x48@25" and b.info.fps == 25.0 and not b.info.is_live
     for n in range(5):
-        (ia, ta), (ib, tb) = a.read(1.0), b.read(1.0)  # type: ignore[misc]
+        (pa, ta), (pb, tb) = a.read(1.0), b.read(1.0)  # type: ignore[misc]
+        ia, ib = pa.rgb(), pb.rgb()
         assert ia.shape == (48, 64, 3) and ia.dtype == np.uint8
         assert np.array_equal(ia, ib) and synthetic_index(ia) == n and ta == tb == n / 25.0
     assert a.read(1.0) is None
     first, second = SyntheticSource(64, 48).read(1.0), SyntheticSource(64, 48).read(1.0)
-    assert first is not None and second is not None and np.array_equal(first[0], second[0])
+    assert first is not None and second is not None and np.array_equal(
+        first[0].rgb(), second[0].rgb())
 
 
 def test_live_synthetic_source_paces_and_close_wakes_it() -> None:

@@ -23,7 +23,7 @@ def test_frames_end_and_errors_pass_through_in_order() -> None:
     frames = [np.full((4, 6, 3), i, np.uint8) for i in range(5)]
     src = WatchdogSource(FakeSource(frames), depth=2)
     got = [src.read(1.0) for _ in range(5)]
-    assert [int(g[0][0, 0, 0]) for g in got if g is not None] == [0, 1, 2, 3, 4]
+    assert [int(g[0].rgb()[0, 0, 0]) for g in got if g is not None] == [0, 1, 2, 3, 4]
     assert [g[1] for g in got if g is not None] == pytest.approx([i / 30 for i in range(5)])
     assert src.read(1.0) is None and src.read(1.0) is None  # the end stays the end
     failing = WatchdogSource(FakeSource([IMG, SourceError("link down")]))

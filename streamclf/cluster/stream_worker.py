@@ -28,10 +28,11 @@ from streamclf.cluster.messages import ClipRequest, ClipResult, Drained
 from streamclf.config import StreamConfig
 from streamclf.engine.batcher import InferenceWorker
 from streamclf.errors import ModelError, StreamclfError
+from streamclf.live.parts import source_options
 from streamclf.live.runner import StreamRunner
 from streamclf.live.sinks import EventBus
 from streamclf.masking import mask_credentials
-from streamclf.media.sources import FrameSource, open_source, parse_spec
+from streamclf.media.sources import FrameSource, open_source
 from streamclf.models.registry import get_spec
 from streamclf.types import Event, StreamTotals
 
@@ -149,10 +150,7 @@ class StreamActor:
 
     def _default_factory(self) -> Callable[[], FrameSource]:
         cfg = self.config
-        kind, _ = parse_spec(cfg.source)
-        options: dict[str, Any] = {"live": cfg.pace == "realtime"} if kind == "synthetic" else {
-            "transport": cfg.transport, "open_timeout_ms": cfg.open_timeout_ms,
-            "read_timeout_ms": cfg.read_timeout_ms}
+        options = source_options(cfg)
         return lambda: open_source(cfg.source, **options)
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -91,10 +91,12 @@ class StreamSlot:
         due = self.scheduler.poll(*span)
         if due is None:
             return None
-        window = self.ring.window(due, self.scheduler.duration, self.num_frames)
-        keep_from = self.scheduler.next_window_start()
-        if keep_from is not None:
-            self.ring.release_before(keep_from)
+        try:  # cutting converts the sampled frames, which may fail: release all the same
+            window = self.ring.window(due, self.scheduler.duration, self.num_frames)
+        finally:  # (a LOSSLESS ring never released would hold up capture for ever)
+            keep_from = self.scheduler.next_window_start()
+            if keep_from is not None:
+                self.ring.release_before(keep_from)
         if window is None or window.epoch != self.epoch:
             return None
         return window
@@ -229,7 +231,10 @@ class InferenceWorker:
                 slot.busy = True
                 window = None
                 try:
-                    window = slot.take()
+                    window = slot.take()  # converts the frames it samples (media/ring.py)
+                except Exception as exc:  # e.g. a frame that cannot be converted: skip it
+                    self.errors += 1
+                    self._on_error(slot.stream, exc)
                 finally:
                     slot.busy = window is not None
                 if window is not None:

@@ -7,7 +7,7 @@ bounded queue, so a slow disk or window never holds up capture or inference (it 
 Example::
 
     renderer = OverlayRenderer([VideoFileSink("out.mp4", fps=30.0, size=(1280, 720))]).start()
-    renderer.submit(frame.image, OverlayStatus.from_prediction(pred, input_fps=30.0))
+    renderer.submit(frame.picture, OverlayStatus.from_prediction(pred, input_fps=30.0))
     renderer.stop()
 """
 
@@ -30,6 +30,7 @@ import numpy as np
 from streamclf._lazy import cv2_module
 from streamclf.errors import ConfigError, DataError, StreamclfError
 from streamclf.live.video_file import VideoFileSink  # re-exported: the overlay's file sink
+from streamclf.media.picture import Picture, as_picture
 from streamclf.media.roi import Roi, resolve_roi
 from streamclf.types import Prediction
 
@@ -225,7 +226,7 @@ class OverlayRenderer:
         if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigError(f"queue_size must be an integer >= 1, got {queue_size!r}")
         self._sinks, self._on_error = list(sinks), on_error
-        self._queue: deque[tuple[np.ndarray, OverlayStatus]] = deque(maxlen=queue_size)
+        self._queue: deque[tuple[Picture, OverlayStatus]] = deque(maxlen=queue_size)
         self._cond, self._stop, self._deadline = threading.Condition(), threading.Event(), math.inf
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.drops = self.rendered = self.errors = 0
@@ -244,13 +245,16 @@ class OverlayRenderer:
         self._thread.start()
         return self
 
-    def submit(self, image: np.ndarray, status: OverlayStatus) -> None:
-        """Queue one ``(H, W, 3)`` uint8 RGB frame (not copied: do not modify it later)."""
+    def submit(self, image: Picture | np.ndarray, status: OverlayStatus) -> None:
+        """Queue one frame: a picture, or an ``(H, W, 3)`` uint8 RGB array (not copied: do not
+        modify it later). It is converted to RGB only if it is drawn: a frame dropped from
+        the full queue never is."""
         with self._cond:
             stopping = self._stop.is_set()
             self.drops += stopping or len(self._queue) == self._queue.maxlen
             if not stopping:
-                self._queue.append((image, status))  # a full deque(maxlen) drops the oldest
+                # a full deque(maxlen) drops the oldest
+                self._queue.append((as_picture(image), status))
                 self._cond.notify()
 
     def stop(self, timeout_s: float = 2.0) -> bool:
@@ -279,15 +283,15 @@ class OverlayRenderer:
                         self.drops += len(self._queue)
                         self._queue.clear()
                         break
-                    image, status = self._queue.popleft()
-                self._render(image, status)
+                    picture, status = self._queue.popleft()
+                self._render(picture, status)
         finally:
             for sink in list(self._sinks):
                 self._drop_sink(sink, None)
 
-    def _render(self, image: np.ndarray, status: OverlayStatus) -> None:
+    def _render(self, picture: Picture, status: OverlayStatus) -> None:
         try:
-            frame = draw_overlay(image, status)
+            frame = draw_overlay(picture.rgb(), status)
         except Exception as exc:  # a bad frame must not kill the thread
             self.errors += 1
             self._report(f"overlay: cannot draw frame: {exc}")

@@ -13,7 +13,7 @@ from streamclf.errors import SourceError
 from streamclf.masking import mask_credentials
 from streamclf.media.sources import FrameSource
 
-__all__ = ["LIVE_KINDS", "OpenStream", "StreamParts", "open_stream_parts"]
+__all__ = ["LIVE_KINDS", "OpenStream", "StreamParts", "open_stream_parts", "source_options"]
 
 #: Source kinds that are cameras: reconnected when lost, and when down at start.
 LIVE_KINDS = frozenset({"rtsp", "http", "webcam"})
@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 StreamParts = tuple[Callable[[], FrameSource], list[Any], float, Callable[[], None]]
 #: How a pipeline opens a stream: :func:`open_stream_parts`, or a test's own.
 OpenStream = Callable[[StreamConfig], StreamParts]
+
+
+def source_options(config: StreamConfig) -> dict[str, Any]:
+    """The keyword options :func:`~streamclf.media.sources.open_source` gets for a stream."""
+    from streamclf.media.sources import parse_spec
+
+    if parse_spec(config.source)[0] == "synthetic":
+        return {"live": config.pace == "realtime"}
+    return {"transport": config.transport, "decoder": config.decoder,
+            "threads": config.decode_threads, "open_timeout_ms": config.open_timeout_ms,
+            "read_timeout_ms": config.read_timeout_ms}
 
 
 def open_stream_parts(config: StreamConfig) -> StreamParts:
@@ -44,13 +55,7 @@ def open_stream_parts(config: StreamConfig) -> StreamParts:
     from streamclf.media.sources import open_source, parse_spec
 
     kind, _ = parse_spec(config.source)
-    options: dict[str, Any] = (
-        {"live": config.pace == "realtime"} if kind == "synthetic" else {
-            "transport": config.transport,
-            "open_timeout_ms": config.open_timeout_ms,
-            "read_timeout_ms": config.read_timeout_ms,
-        }
-    )
+    options = source_options(config)
     first: list[FrameSource] = []
     try:
         first.append(open_source(config.source, **options))

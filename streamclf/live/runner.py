@@ -34,7 +34,7 @@ from streamclf.masking import mask_credentials
 from streamclf.media.capture import CaptureThread
 from streamclf.media.reach import tcp_probe
 from streamclf.media.ring import FrameRing
-from streamclf.media.roi import roi_transform
+from streamclf.media.roi import resolve_roi, roi_transform
 from streamclf.media.scheduler import WindowScheduler
 from streamclf.media.sources import MAX_FPS, FrameSource, parse_spec
 from streamclf.models.registry import ModelSpec
@@ -78,9 +78,9 @@ class StreamRunner:
         extra_fields: called on the worker thread for each prediction; its fields are added
             to the ``prediction`` event (a cluster actor adds ``batch`` and ``model_actor``).
         close_parts: closes what was opened for a stream that is never started.
-        frame_taps: called on the capture thread with each frame the ring took (the source's
-            own resolution, ``(H, W, 3)`` uint8 RGB); must return at once (e.g. the event
-            clips' pre-roll buffer copies the reference and goes).
+        frame_taps: called on the capture thread with each frame the ring took (its picture
+            at the source's resolution, not converted); must return at once (e.g. the event
+            clips' pre-roll buffer keeps the reference and goes).
         clips: the run's event clips; with ``config.alerts``, its alerts' ``end`` events name
             their clip and snapshot (:class:`~streamclf.live.alerts.AlertTracker`).
         score_taps: called on the worker thread with each published window's full scores
@@ -118,11 +118,13 @@ class StreamRunner:
         fps = source_fps_hint if source_fps_hint and 0 < source_fps_hint <= MAX_FPS else 30.0
         # Hold one window plus two strides of frames at up to 2x the declared rate.
         capacity = max(16, math.ceil((duration + 2 * stride) * fps * 2) + 8)
-        crop = spec.crop_size
+        crop, roi = spec.crop_size, config.roi
         self.ring = FrameRing(
             capacity, (crop, crop, 3),
-            transform=roi_transform(config.roi, spec.side_size, crop),  # the model's region
+            transform=roi_transform(roi, spec.side_size, crop),  # the model's region
             policy=policy, stream=self.stream, window_s=duration + 2.0 / fps,
+            max_bytes=int(config.ring_mb * (1 << 20)),
+            check=None if roi is None else (lambda h, w: resolve_roi(roi, h, w)),
         )
         self.scheduler = WindowScheduler(duration, stride, policy, frame_interval=1.0 / fps)
         self.smoother = Smoother(self.labels, window=config.smooth, threshold=config.threshold,
@@ -175,7 +177,7 @@ class StreamRunner:
         if accepted:
             self.worker.notify()
             if self.renderer is not None:
-                self.renderer.submit(frame.image, self._status)
+                self.renderer.submit(frame.picture, self._status)
             for tap in self._frame_taps:
                 tap(frame)
         return accepted

@@ -1,6 +1,6 @@
 """The capture thread: reads a source, stamps frames, paces files, reconnects live feeds.
 
-One :class:`CaptureThread` per stream. It turns ``(image, media_ts)`` pairs from a
+One :class:`CaptureThread` per stream. It turns ``(picture, media_ts)`` pairs from a
 :class:`~streamclf.media.sources.FrameSource` into :class:`~streamclf.types.Frame` objects and hands
 them to ``on_frame``; status changes go to ``on_event(type, fields)``:
 
@@ -58,7 +58,7 @@ class CaptureThread:
 
     Args:
         source_factory: opens a new source (called at start, on reconnect, on loop replay).
-        on_frame: receives each ``Frame`` (``image``: ``(H, W, 3)`` uint8 RGB); returns False to
+        on_frame: receives each ``Frame`` (its ``picture`` not converted); returns False to
             refuse it (lossless back-pressure: the frame is offered again after a short wait
             until accepted or stopped), True to take it.
         stream_id: names the thread and the stream in log messages.
@@ -255,7 +255,7 @@ class CaptureThread:
                 source = self._open()
                 rebase = True
                 continue
-            image, media = got
+            picture, media = got
             period = self._period(source)
             if rebase:  # the replay's first frame comes one period after the last one
                 offset = (last_media + period - media) if math.isfinite(last_media) else 0.0
@@ -284,8 +284,8 @@ class CaptureThread:
                            downtime_s=round(self._clock() - outage[0], 3))
                 log.info("stream %s: source restored", self.stream_id)
                 outage = None
-            self._deliver(Frame(seq=self._seq, ts=ts, wall_ts=self._wall_clock(), image=image,
-                                media_ts=media_ts))
+            self._deliver(Frame(seq=self._seq, ts=ts, wall_ts=self._wall_clock(),
+                                picture=picture, media_ts=media_ts))
 
     def _deliver(self, frame: Frame) -> None:
         """Offer ``frame`` until ``on_frame`` takes it (lossless back-pressure) or stop."""

@@ -22,7 +22,7 @@ Example::
 
     writer = H264Writer("clip.mp4", size=(1280, 720), fps=30.0, sar=(1, 1), faststart=True)
     for frame in frames:
-        writer.write(frame.image, frame.ts)
+        writer.write(frame.picture.rgb(), frame.ts)
     writer.close()
 """
 

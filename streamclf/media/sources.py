@@ -1,7 +1,9 @@
 """Frame sources: webcams, RTSP/HTTP feeds, files and a synthetic pattern behind one interface.
 
-A :class:`FrameSource` hands out ``(image, media_ts)`` pairs: ``image`` is ``(H, W, 3)`` uint8
-RGB, ``media_ts`` the source's own presentation time in seconds. ``None`` means a clean end of
+A :class:`FrameSource` hands out ``(picture, media_ts)`` pairs: ``picture`` is a
+:class:`~streamclf.media.picture.Picture` (the decoded frame; ``picture.rgb()`` is its
+``(H, W, 3)`` uint8 RGB image, converted only when asked), ``media_ts`` the source's own
+presentation time in seconds. ``None`` means a clean end of
 stream (end of file); every failure (cannot open, timeout, stream lost) raises
 :class:`~streamclf.errors.SourceError`, whose message never contains a URL's password.
 
@@ -9,7 +11,7 @@ Example::
 
     src = open_source("rtsp://user:pass@cam/stream")   # src.info.name == "rtsp://user:***@cam/stream"
     try:
-        image, ts = src.read(timeout_s=5.0)
+        picture, ts = src.read(timeout_s=5.0)
     finally:
         src.close()
 
@@ -24,7 +26,6 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,10 +35,13 @@ from streamclf._lazy import cv2_module
 from streamclf.errors import SourceError
 from streamclf.masking import mask_credentials
 from streamclf.media.encode import normal_sar
+from streamclf.media.fakes import FakeSource
+from streamclf.media.picture import ArrayPicture, Picture
 from streamclf.paths import input_file_problem
 from streamclf.types import SourceInfo
 
 __all__ = [
+    "DECODERS",
     "LIVE_KINDS",
     "FakeSource",
     "FrameSource",
@@ -50,6 +54,8 @@ __all__ = [
 
 #: Source kinds that deliver frames in real time (timestamps come from the capture clock).
 LIVE_KINDS = frozenset({"webcam", "rtsp", "http"})
+#: Who decodes a file or a feed: ``auto`` (PyAV; OpenCV for webcams), ``pyav`` or ``opencv``.
+DECODERS = ("auto", "pyav", "opencv")
 _FFMPEG_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 #: ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` is process-global: it is set, used and restored under this.
 _ENV_LOCK = threading.Lock()
@@ -65,14 +71,14 @@ class FrameSource(Protocol):
     """Anything that yields RGB frames with media timestamps.
 
     ``info`` describes the source (``name`` is credential-free). ``read(timeout_s)`` returns
-    ``((H, W, 3) uint8 RGB, media_ts_seconds)``, ``None`` at a clean end of stream, or raises
+    ``(Picture, media_ts_seconds)``, ``None`` at a clean end of stream, or raises
     ``SourceError`` (failure, timeout, lost stream, closed). ``close()`` is idempotent, callable
     from another thread while ``read()`` blocks, and returns promptly.
     """
 
     info: SourceInfo
 
-    def read(self, timeout_s: float) -> tuple[np.ndarray, float] | None: ...
+    def read(self, timeout_s: float) -> tuple[Picture, float] | None: ...
 
     def close(self) -> None: ...
 
@@ -112,8 +118,13 @@ def parse_spec(spec: str | int) -> tuple[str, str | int]:
 def open_source(spec: str | int, **options: Any) -> FrameSource:
     """Open a source from its spec (see :func:`parse_spec`).
 
-    ``options`` go to the source's constructor: for :class:`OpenCVSource` ``transport``
-    (``"tcp"`` default or ``"udp"``), ``open_timeout_ms``, ``read_timeout_ms``; for
+    Files, RTSP and HTTP feeds are decoded with PyAV
+    (:class:`~streamclf.media.av_source.PyAVSource`, frames kept as decoded and converted only
+    when used; why, with numbers, in its module); webcams are read with OpenCV
+    (:class:`OpenCVSource`). ``decoder`` picks one: ``"auto"`` (that rule), ``"pyav"`` or
+    ``"opencv"`` (a webcam is always OpenCV's). The other ``options`` go to the source's
+    constructor: ``transport`` (``"tcp"`` default or ``"udp"``), ``open_timeout_ms``,
+    ``read_timeout_ms``, and for PyAV ``threads`` (decoder threads, default 1); for
     :class:`SyntheticSource` ``frames`` and ``live``.
 
     Raises:
@@ -129,7 +140,15 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
                               "'synthetic:WIDTHxHEIGHT@FPS' (e.g. synthetic:640x480@30)")
         w, h, fps = m.groups()
         return SyntheticSource(int(w or 640), int(h or 480), float(fps or 30.0), **options)
-    return OpenCVSource(target, kind=kind, **options)
+    decoder = options.pop("decoder", "auto")
+    if decoder not in DECODERS:
+        raise SourceError(f"bad decoder {decoder!r}; use one of {', '.join(DECODERS)}")
+    threads = options.pop("threads", 1)
+    if kind == "webcam" or decoder == "opencv":
+        return OpenCVSource(target, kind=kind, **options)
+    from streamclf.media.av_source import PyAVSource
+
+    return PyAVSource(str(target), kind=kind, threads=threads, **options)
 
 
 class OpenCVSource:
@@ -212,7 +231,7 @@ class OpenCVSource:
         self._last_ts = -math.inf
         self._eof = False
 
-    def read(self, timeout_s: float = 5.0) -> tuple[np.ndarray, float] | None:
+    def read(self, timeout_s: float = 5.0) -> tuple[Picture, float] | None:
         cv2 = cv2_module()
         with self._lock:
             cap = self._cap
@@ -244,7 +263,7 @@ class OpenCVSource:
         ts = pos if math.isfinite(pos) and pos > self._last_ts else (
             self._last_ts + step if math.isfinite(self._last_ts) else 0.0)
         self._last_ts = ts
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), ts
+        return ArrayPicture(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), ts
 
     def _release(self) -> None:
         cap, self._cap = self._cap, None
@@ -296,7 +315,7 @@ class SyntheticSource:
         y, x = np.mgrid[0:height, 0:width]
         self._diag = (x + y).astype(np.int32)
 
-    def read(self, timeout_s: float = 5.0) -> tuple[np.ndarray, float] | None:
+    def read(self, timeout_s: float = 5.0) -> tuple[Picture, float] | None:
         if self._closed.is_set():
             raise SourceError(f"{self.info.name}: source is closed")
         n = self._n
@@ -311,7 +330,8 @@ class SyntheticSource:
             if wait > 0 and self._closed.wait(wait):
                 raise SourceError(f"{self.info.name}: source is closed")
         self._n += 1
-        return synthetic_frame(n, self.info.width, self.info.height, self._diag), n / self.info.fps
+        image = synthetic_frame(n, self.info.width, self.info.height, self._diag)
+        return ArrayPicture(image), n / self.info.fps
 
     def close(self) -> None:
         self._closed.set()
@@ -340,55 +360,3 @@ def synthetic_index(image: np.ndarray) -> int:
     band, cell = max(2, h // 16), w // _BITS
     row = image[band // 2, :, :].mean(axis=-1)
     return sum(1 << b for b in range(_BITS) if row[b * cell + cell // 2] > 127)
-
-
-class FakeSource:
-    """A scripted source for tests.
-
-    ``steps`` are played one per ``read()``: an array is returned as a frame (timestamp
-    ``k / fps`` for the k-th frame), an exception is raised, ``None`` is an end of stream, and
-    :attr:`BLOCK` makes ``read()`` block on :attr:`unblock` (set by ``close()`` when
-    ``close_unblocks``, else only by the test: a stuck driver). After the steps run out,
-    ``read()`` returns None (``end="eof"``), raises SourceError (``"error"``) or blocks
-    (``"block"``).
-
-    Thread-safety: ``close()`` and ``unblock.set()`` from any thread.
-    """
-
-    BLOCK = "block"
-
-    def __init__(self, steps: Iterable[np.ndarray | BaseException | str | None] = (),
-                 *, fps: float = 30.0, is_live: bool = True, end: str = "eof",
-                 close_unblocks: bool = True, name: str = "fake") -> None:
-        self._steps = list(steps)
-        self._end, self._close_unblocks, self._fps = end, close_unblocks, fps
-        self.info = SourceInfo(name=name, kind="fake", fps=fps, width=0, height=0,
-                               is_live=is_live)
-        self.unblock = threading.Event()
-        self.closed = threading.Event()
-        self.reads = 0
-        self._frames = 0
-
-    def read(self, timeout_s: float = 5.0) -> tuple[np.ndarray, float] | None:
-        self.reads += 1
-        if self.closed.is_set():
-            raise SourceError(f"{self.info.name}: source is closed")
-        if self._steps:
-            step = self._steps.pop(0)
-        else:
-            step = {"eof": None, "block": self.BLOCK}.get(
-                self._end, SourceError(f"{self.info.name}: scripted failure"))
-        if isinstance(step, str):  # BLOCK
-            self.unblock.wait()
-            raise SourceError(f"{self.info.name}: read interrupted")
-        if isinstance(step, BaseException):
-            raise step
-        if step is None:
-            return None
-        self._frames += 1
-        return step, (self._frames - 1) / self._fps
-
-    def close(self) -> None:
-        self.closed.set()
-        if self._close_unblocks:
-            self.unblock.set()

@@ -1,13 +1,16 @@
 """Reading video files with timestamps: the frames of time spans, and towhee-style sampling.
 
 Which frames a span holds, and which of them a model gets, is the window rule of
-:mod:`streamclf.media.clips`; this module only decodes.
+:mod:`streamclf.media.clips`; this module only decodes, with PyAV
+(:class:`~streamclf.media.av_source.AVDecoder`, the reader the live engine uses for files):
+it decodes only reference frames before the first span, stops after the last one, keeps the frames
+in a span as the decoder gave them (YUV) and converts only those a clip samples
+(``read_clips``: 4 of the ~48 frames of an x3d_xs clip). The pixels, timestamps and
+rotation are exactly those OpenCV's FFmpeg backend gave (checked on every file of
+``../shared/data``): the same swscale conversion, presentation times (AVI: decoding
+times), display rotation applied (a phone video tagged 90 degrees comes out portrait).
 
-Frames come out RGB, with OpenCV's FFmpeg backend honouring rotation metadata
-(a phone video tagged 90 degrees comes out portrait). Timestamps are the
-container's presentation times in seconds.
-
-Functions here are thread-safe (each call opens its own capture).
+Functions here are thread-safe (each call opens its own decoder).
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamclf._lazy import cv2_module
-from streamclf.errors import ConfigError, DataError
+from streamclf.errors import ConfigError, DataError, SourceError
 from streamclf.media.clips import Span, centered_spans, in_span, uniform_indices
-from streamclf.paths import input_file_problem
+from streamclf.media.picture import AVPicture
 
 if TYPE_CHECKING:
+    from streamclf.media.av_source import AVDecoder
     from streamclf.media.preprocess import ClipTransform
 
 __all__ = [
@@ -43,6 +46,9 @@ __all__ = [
 FrameFn = Callable[[np.ndarray], np.ndarray]
 #: Decoding that stops before this share of the declared length counts as truncation.
 _COMPLETE_SHARE = 0.9
+#: Decoded frames a span reader keeps unconverted before it converts on arrival instead
+#: (a long span of a 4K file would otherwise hold gigabytes): 512 MB.
+_HELD_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -60,67 +66,82 @@ class VideoInfo:
         return self.frame_count / self.fps if self.fps > 0 and self.frame_count > 0 else 0.0
 
 
-def _open(path: str | Path) -> tuple[Any, VideoInfo]:
-    """An opened ``cv2.VideoCapture`` (``Any``: cv2 is imported lazily, untyped here) and
-    the file's declared properties."""
-    cv2 = cv2_module()
-    p = Path(path)
-    problem = input_file_problem(p)  # before OpenCV: a FIFO would block it
-    if problem:
-        raise DataError(f"{p}: file not found" if problem == "file not found" else
-                        f"{p} {problem}")
-    if p.stat().st_size == 0:
-        raise DataError(f"{p}: empty file (0 bytes)")
-    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
-    if not cap.isOpened():
-        cap.release()
-        raise DataError(f"{p}: not a readable video (unknown format or damaged header)")
-    info = VideoInfo(
-        path=str(p),
-        width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-        fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
-        frame_count=max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)),
-    )
-    return cap, info
+def _open(path: str | Path, prime: bool = True) -> tuple[AVDecoder, VideoInfo]:
+    """An opened decoder and the file's declared properties (the frame count as OpenCV's
+    ``CAP_PROP_FRAME_COUNT`` gives it: the container's count, else its duration times the
+    rate, rounded)."""
+    from streamclf.media.av_source import AVDecoder
+
+    try:
+        decoder = AVDecoder(str(path), "file", threads=1, prime=prime)  # (files in parallel)
+    except SourceError as exc:
+        raise DataError(str(exc).replace("cannot open file source ", "")) from None
+    count = decoder.frame_count
+    info = VideoInfo(path=str(path), width=decoder.width, height=decoder.height,
+                     fps=decoder.fps, frame_count=count)
+    return decoder, info
 
 
 def check_end(path: str | Path) -> None:
-    """Raise if the file's data stops before its declared length: seek to the frame at 95 %
-    of the declared count and decode it (one seek, ~40 ms; not the last frame: MKV and AVI
-    counts are estimates, often one frame long). A clip sampled from the middle of a file
-    cut after it would otherwise classify fine.
+    """Raise if the file's data stops before its declared length: its packets must reach
+    the frame at 95 % of the declared count (not the last frame: MKV and AVI counts are
+    estimates, often one frame long). Read without decoding
+    (:meth:`~streamclf.media.av_source.AVDecoder.data_end`). A clip sampled from the middle
+    of a file cut after it would otherwise classify fine.
 
     Raises:
-        DataError: the last frame decodes at well under the declared length (truncated).
+        DataError: the data ends well under the declared length (truncated).
     """
-    cap, info = _open(path)
+    decoder, info = _open(path, prime=False)
     try:
         if info.frame_count < 2 or info.fps <= 0:
             return  # nothing declared to compare with
-        cv2 = cv2_module()
-        target = max(1, int(0.95 * info.frame_count) - 1)
-        cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-        reached = cap.get(cv2.CAP_PROP_POS_FRAMES) if cap.grab() else 0.0
+        target = max(1, int(0.95 * info.frame_count) - 1) / info.fps
+        reached = decoder.data_end()
     finally:
-        cap.release()
-    if reached < target:
+        decoder.close()
+    if reached + 0.5 / info.fps < target:
         raise DataError(
-            f"{path}: corrupt or truncated video: its data ends near {reached / info.fps:.2f} s of "
+            f"{path}: corrupt or truncated video: its data ends near {reached:.2f} s of "
             f"the {info.duration_s:.2f} s it declares (use --allow-truncated to classify what "
             "is there)")
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Open ``path`` and read its declared properties (no decoding)."""
-    cap, info = _open(path)
-    cap.release()
+    """Open ``path`` and read its declared properties (decodes one frame: the rotation)."""
+    decoder, info = _open(path)
+    decoder.close()
     return info
 
 
-def _to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
-    cv2 = cv2_module()
-    return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+def _frames(path: str | Path, decoder: AVDecoder, info: VideoInfo,
+            until_s: float) -> Iterator[tuple[int, float, AVPicture]]:
+    """``(index, ts, picture)`` in order until the first frame at or past ``until_s``; before
+    ``decoder.skip_until`` the frames no other frame refers to are not decoded.
+
+    Raises:
+        DataError: no frame, or decoding stopped well before the declared length (corrupt
+            or truncated) while frames up to ``until_s`` were still wanted.
+    """
+    index, last_ts = 0, -math.inf
+    try:
+        for frame, ts in decoder.frames():
+            last_ts = ts
+            yield index, ts, AVPicture(frame, decoder.rotation)
+            index += 1
+            if ts >= until_s:
+                return
+    except SourceError as exc:
+        raise DataError(str(exc)) from None
+    if index == 0:
+        raise DataError(f"{path}: no frame could be decoded (corrupt or not a video)")
+    declared = info.duration_s
+    reached = last_ts + 1.0 / (info.fps if info.fps > 0 else 30.0)
+    if declared > 0 and reached < _COMPLETE_SHARE * min(declared, until_s):
+        raise DataError(
+            f"{path}: corrupt or truncated video: decoding stopped at {max(reached, 0.0):.2f} "
+            f"s of {declared:.2f} s ({index} of {info.frame_count} frames)"
+        )
 
 
 def iter_frames(
@@ -139,38 +160,61 @@ def iter_frames(
             declared length (corrupt or truncated) while frames up to ``until_s`` were
             still wanted.
     """
-    cap, info = _open(path)
-    fps = info.fps if info.fps > 0 else 30.0
-    index, last_ts = 0, -math.inf
+    decoder, info = _open(path)
     try:
-        while True:
-            if not cap.grab():
-                break
-            ts = cap.get(cv2_module().CAP_PROP_POS_MSEC) / 1000.0
-            if not math.isfinite(ts) or ts <= last_ts:
-                ts = last_ts + 1.0 / fps if math.isfinite(last_ts) else 0.0
-            last_ts = ts
-            frame = None
-            if want is None or want(index, ts):
-                ok, bgr = cap.retrieve()
-                if not ok:
-                    break
-                frame = _to_rgb(bgr)
-            yield index, ts, frame
-            index += 1
-            if ts >= until_s:
-                return
+        for index, ts, picture in _frames(path, decoder, info, until_s):
+            yield index, ts, picture.rgb() if want is None or want(index, ts) else None
     finally:
-        cap.release()
-    if index == 0:
-        raise DataError(f"{path}: no frame could be decoded (corrupt or not a video)")
-    declared = info.duration_s
-    reached = last_ts + 1.0 / fps
-    if declared > 0 and reached < _COMPLETE_SHARE * min(declared, until_s):
-        raise DataError(
-            f"{path}: corrupt or truncated video: decoding stopped at {reached:.2f} s of "
-            f"{declared:.2f} s ({index} of {info.frame_count} frames)"
-        )
+        decoder.close()
+
+
+def _span_pictures(path: str | Path, windows: list[Span], frame_fn: FrameFn | None = None,
+                   opened: tuple[AVDecoder, VideoInfo] | None = None,
+                   ) -> list[tuple[list[Any], list[float]]]:
+    """Each span's frames, decoded once: pictures (not converted), or, past
+    :data:`_HELD_BYTES` of them, ``frame_fn``'s arrays (converted on arrival). Before the
+    first span only the frames others refer to are decoded
+    (:meth:`~streamclf.media.av_source.AVDecoder.skip_until`). ``opened``: the file's
+    decoder, opened already (closed here).
+
+    Raises:
+        ConfigError: no span given.
+        DataError: unreadable file, or a span left empty.
+    """
+    if not windows:
+        raise ConfigError("read_windows needs at least one time span")
+    until = max(end for _, end in windows)
+    out: list[tuple[list[Any], list[float]]] = [([], []) for _ in windows]
+    held, convert = 0, False
+    decoder, info = opened or _open(path)
+    try:
+        decoder.skip_until(min(start for start, _ in windows))
+        for _, ts, picture in _frames(path, decoder, info, until):
+            spans = [i for i, span in enumerate(windows) if in_span(ts, span)]
+            if not spans:
+                continue
+            if not convert and held + picture.nbytes > _HELD_BYTES:
+                convert = True  # from now on small copies only (and the held ones)
+                for frames, _ in out:
+                    frames[:] = [_convert(p, frame_fn) for p in frames]
+            kept: Any = _convert(picture, frame_fn) if convert else picture
+            held += 0 if convert else picture.nbytes
+            for i in spans:
+                out[i][0].append(kept)
+                out[i][1].append(ts)
+    finally:
+        decoder.close()
+    if any(not frames for frames, _ in out):
+        raise DataError(f"{path}: no frames in the requested time span (video too short?)")
+    return out
+
+
+def _convert(item: Any, frame_fn: FrameFn | None) -> np.ndarray:
+    """A held picture as ``frame_fn``'s array (an array already converted passes)."""
+    if isinstance(item, np.ndarray):
+        return item
+    image = item.rgb()
+    return frame_fn(image) if frame_fn else image
 
 
 def read_windows(
@@ -183,8 +227,8 @@ def read_windows(
 
     Args:
         windows: the spans, e.g. from :func:`~streamclf.media.clips.centered_spans`.
-        frame_fn: applied to each kept ``(H, W, 3)`` uint8 RGB frame once, on decode
-            (e.g. the model's resize + crop), so that only small frames are held.
+        frame_fn: applied to each kept ``(H, W, 3)`` uint8 RGB frame once (e.g. the model's
+            resize + crop).
 
     Returns:
         per span, its frames in order and their timestamps (seconds).
@@ -193,33 +237,18 @@ def read_windows(
         ConfigError: no span given.
         DataError: unreadable file, or a span left empty.
     """
-    if not windows:
-        raise ConfigError("read_windows needs at least one time span")
-    until = max(end for _, end in windows)
-
-    def wanted(_index: int, ts: float) -> bool:
-        return any(in_span(ts, span) for span in windows)
-
-    out: list[tuple[list[np.ndarray], list[float]]] = [([], []) for _ in windows]
-    for _, ts, frame in iter_frames(path, until_s=until, want=wanted):
-        if frame is None:
-            continue
-        kept = frame_fn(frame) if frame_fn else frame
-        for span, (frames, stamps) in zip(windows, out, strict=True):
-            if in_span(ts, span):
-                frames.append(kept)
-                stamps.append(ts)
-    if any(not frames for frames, _ in out):
-        raise DataError(f"{path}: no frames in the requested time span (video too short?)")
-    return out
+    found = _span_pictures(path, windows, frame_fn)
+    done: dict[int, np.ndarray] = {}  # a frame in two spans is converted once
+    return [([done.setdefault(id(p), _convert(p, frame_fn)) for p in frames], stamps)
+            for frames, stamps in found]
 
 
 def read_clips(path: str | Path, transform: ClipTransform, num_clips: int = 1) -> list[np.ndarray]:
     """The clips ``classify`` feeds a model from a file, by the window rule.
 
     ``num_clips`` spans of the model's duration (:func:`~streamclf.media.clips.centered_spans`:
-    one centred, several spread; a short video whole), their frames resized and cropped on
-    decode, then ``transform.prepare`` picks the model's frames.
+    one centred, several spread; a short video whole); of each span's frames only those
+    ``transform.select`` keeps are converted, resized and cropped.
 
     Returns:
         one ``(T, crop, crop, 3)`` uint8 RGB array per span (``T``: the model's frame count).
@@ -231,9 +260,21 @@ def read_clips(path: str | Path, transform: ClipTransform, num_clips: int = 1) -
     Thread-safe (``transform`` holds no mutable state).
     """
     check_samples("clips", num_clips, MAX_CLIPS)
-    spans = centered_spans(probe(path).duration_s, transform.spec.clip_duration_s, num_clips)
-    found = read_windows(path, spans, frame_fn=transform.spatial)
-    return [transform.prepare(frames) for frames, _ in found]
+    decoder, info = _open(path)
+    try:
+        spans = centered_spans(info.duration_s, transform.spec.clip_duration_s, num_clips)
+    except BaseException:
+        decoder.close()
+        raise
+    found = _span_pictures(path, spans, transform.spatial, (decoder, info))
+    done: dict[int, np.ndarray] = {}  # a frame two clips sample is converted once
+    clips = []
+    for frames, _ in found:
+        picked = [done.setdefault(id(frames[int(i)]), _convert(frames[int(i)],
+                                                                transform.spatial))
+                  for i in transform.select(len(frames))]
+        clips.append(transform.prepare(picked))  # (picked already: checks and stacks)
+    return clips
 
 
 def sample_frames(

@@ -12,7 +12,7 @@ out FFmpeg's own timeout on the helper thread (which then ends by itself).
 Example::
 
     src = WatchdogSource(open_source("rtsp://cam/stream", read_timeout_ms=3000))
-    image, ts = src.read(timeout_s=3.0)   # SourceError after 3 s without a frame
+    picture, ts = src.read(timeout_s=3.0)   # SourceError after 3 s without a frame
     src.close()
 """
 
@@ -23,10 +23,9 @@ import threading
 import time
 from collections import deque
 
-import numpy as np
-
 from streamclf.errors import ConfigError, SourceError
 from streamclf.masking import mask_credentials
+from streamclf.media.picture import Picture
 from streamclf.media.sources import FrameSource
 
 __all__ = ["WatchdogSource"]
@@ -34,7 +33,7 @@ __all__ = ["WatchdogSource"]
 log = logging.getLogger(__name__)
 
 # What the helper thread hands over: a frame, None (clean end of stream) or the error.
-_Item = tuple[np.ndarray, float] | SourceError | None
+_Item = tuple[Picture, float] | SourceError | None
 
 
 class WatchdogSource:
@@ -71,7 +70,7 @@ class WatchdogSource:
                                         daemon=True)
         self._thread.start()
 
-    def read(self, timeout_s: float = 5.0) -> tuple[np.ndarray, float] | None:
+    def read(self, timeout_s: float = 5.0) -> tuple[Picture, float] | None:
         """The next frame, or None at the end of stream.
 
         Raises:

@@ -84,6 +84,7 @@ class StreamClipRecorder:
         self.created = time.time()  # a `stopped` older than this was a former stream's
         self.sar, self.fps = (1, 1), 0.0
         self.compress_errors = 0
+        self._kept_ts = -math.inf  # the last frame kept (``clips.fps``)
         self._open: dict[str, Recording] = {}
         self._give_up: dict[str, float] = {}  # alert id -> when to finish without frames
         self._stop = threading.Event()
@@ -152,6 +153,10 @@ class StreamClipRecorder:
             self.writer.finish(rec)
 
     def _ingest(self, frame: Frame) -> None:
+        cap = self.config.fps
+        if cap > 0 and frame.ts < self._kept_ts + 1.0 / cap - 1e-3:
+            return  # over the clips' own rate: never converted
+        self._kept_ts = frame.ts
         try:
             stored = compress(frame)
         except StreamclfError as exc:

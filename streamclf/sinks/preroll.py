@@ -9,7 +9,9 @@ capture thread.
   brackets): keeping the frame as it is costs the capture thread 1 us (2.3 us), a reference
   put in the inbox (a copy would be 0.3 ms); JPEG-encoding it there would cost 3.9 ms
   (5.1 ms), an eighth of a 30 fps frame interval. So the capture thread keeps frames as they
-  are, and they are compressed here: kept raw, 720p frames take 2.76 MB each and
+  are (decoded pictures, 1.38 MB at 720p in YUV 4:2:0), and they are converted and
+  compressed here, at most ``clips.fps`` of them a second: kept as RGB, 720p frames take
+  2.76 MB each and
   ``preroll_mb`` 64 holds 0.77 s of 30 fps, short of the default ``pre_s`` of 3 s; as JPEG
   (81 kB, 198 kB) it holds 26 s (11 s). The price is 3.9 ms of this thread per frame (12 %
   of a core for a 720p 30 fps stream) and 4 ms to decode each frame that goes into a clip.
@@ -59,12 +61,13 @@ class StoredFrame:
 
 
 def compress(frame: Frame, quality: int = JPEG_QUALITY) -> StoredFrame:
-    """``frame`` (``(H, W, 3)`` uint8 RGB) as a :class:`StoredFrame` (JPEG, 4:2:0).
+    """``frame`` as a :class:`StoredFrame` (JPEG, 4:2:0): its picture is converted to RGB here,
+    on the recorder's thread.
 
     Raises:
         DataError: the image is not ``(H, W, 3)`` uint8 or cannot be encoded.
     """
-    image = frame.image
+    image = frame.picture.rgb()
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
             or image.dtype != np.uint8:
         raise DataError(f"clips: frames must be (H, W, 3) uint8 RGB, got "
@@ -163,7 +166,7 @@ class FrameInbox:
 
     def offer(self, frame: Frame) -> bool:
         """Hand a frame over (capture thread); False when it was dropped."""
-        size = frame.image.nbytes
+        size = frame.picture.nbytes
         with self._cond:
             if self.closed or (len(self._frames) >= 2 and self._bytes + size > self.max_bytes):
                 self.drops += 1
