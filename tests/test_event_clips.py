@@ -20,6 +20,7 @@ import pytest
 from streamclf._lazy import cv2_module
 from streamclf.config import RunConfig, StreamConfig
 from streamclf.engine.backends import FakeBackend
+from streamclf.errors import ConfigError
 from streamclf.live.events import make_event
 from streamclf.live.pipeline import LivePipeline
 from streamclf.media.encode import H264Writer
@@ -147,6 +148,28 @@ def test_preroll_stays_within_its_mb_bound_with_a_720p_source(tmp_path: Path) ->
     assert recorder.preroll.seconds >= 3.0 and recorder.preroll.evicted_for_bytes == 0
     assert recorder.preroll.nbytes <= 64_000_000
     clips.close()
+
+
+def test_clips_keep_at_most_their_own_rate_and_convert_nothing_else(tmp_path: Path) -> None:
+    """``clips.fps`` 10 on a 30 fps camera: a third of the frames are converted and kept."""
+    converted: list[int] = []
+
+    class Counting(ArrayPicture):
+        def rgb(self) -> np.ndarray:
+            image = super().rgb()
+            converted.append(synthetic_index(image))
+            return image
+
+    clips = ClipRecorders(ClipsConfig(dir=str(tmp_path), pre_s=3.0, fps=10.0))
+    recorder, tap = attach(clips, "cam", SourceInfo("cam", "rtsp", 30.0, 320, 240, True))
+    for i in range(60):
+        tap(Frame(i, i / 30, 1_000.0 + i / 30, Counting(synthetic_frame(i, 320, 240)), i / 30))
+        assert wait_until(lambda: recorder.inbox.held == 0, 5.0)
+    assert converted == list(range(0, 60, 3))
+    assert len(recorder.preroll) == 20
+    clips.close()
+    with pytest.raises(ConfigError, match="fps"):
+        ClipsConfig(fps=-1.0)
 
 
 # -- the live pipeline -------------------------------------------------------------------------
