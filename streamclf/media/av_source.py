@@ -17,9 +17,9 @@ the frames a window samples (0.3-1.1 ms each, :mod:`streamclf.media.picture`). B
 * **Timeouts.** ``av.open(timeout=(open, read))`` bounds every blocking call; the
   transport (``rtsp_transport``) and probe sizes are plain options, with no process-wide
   environment variable to set and restore.
-* **Time.** The presentation time of every frame (``best_effort_timestamp``, the value
-  OpenCV's ``CAP_PROP_POS_MSEC`` reports, so windows are cut exactly as before; AVI files,
-  which carry no PTS, get their DTS the same way).
+* **Time.** The presentation time of every frame, the value OpenCV's ``CAP_PROP_POS_MSEC``
+  reports, so windows are cut exactly as before (AVI files, whose PTS are guesses, are timed
+  by DTS, as OpenCV times them).
 
 OpenCV stays for webcams (V4L2, which PyAV's FFmpeg build reaches only through ``v4l2``
 with no control over the camera's properties), for display and for drawing.
@@ -35,13 +35,12 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from streamclf.errors import SourceError
 from streamclf.masking import mask_credentials
 from streamclf.media.picture import AVPicture
-from streamclf.paths import input_file_problem
+from streamclf.media.sources import check_file
 from streamclf.types import SourceInfo
 
 __all__ = ["AVDecoder", "PyAVSource"]
@@ -93,12 +92,7 @@ class AVDecoder:
         self.name = mask_credentials(str(target))
         self.kind = kind
         if kind == "file":
-            problem = input_file_problem(str(target))
-            if problem:
-                raise SourceError(f"{self.name}: file not found" if problem == "file not found"
-                                  else f"{self.name} {problem}")
-            if Path(str(target)).stat().st_size == 0:
-                raise SourceError(f"{self.name}: empty file (0 bytes)")
+            check_file(str(target))
         av = _av()
         options: dict[str, str] = {}
         if kind == "rtsp":
@@ -133,7 +127,6 @@ class AVDecoder:
         # AVI stores no presentation times (its PTS are guesses, out of order with
         # B-frames): its frames are timed by DTS, as OpenCV times them.
         self._by_dts = container.format.name == "avi"
-        self.declared_s = self._declared()
         self.bad_packets = 0  # packets the decoder rejected (skipped, like concealment)
         self._skip_until = 0.0  # see skip_until
         self.rotation = 0  # clockwise degrees, from the first frame's display matrix
@@ -153,15 +146,6 @@ class AVDecoder:
             if self.rotation in (90, 270):
                 self.width, self.height = self.height, self.width
 
-    def _declared(self) -> float:
-        """The length the container declares, in seconds (0.0 when it declares none)."""
-        stream = self._stream
-        if stream.frames and self.fps:
-            return float(stream.frames) / self.fps
-        if stream.duration and self._base:
-            return float(stream.duration * self._base)
-        return 0.0
-
     @property
     def frame_count(self) -> int:
         """Frames the container declares: its count, else its duration times the rate,
@@ -173,6 +157,25 @@ class AVDecoder:
             return max(0, math.floor(duration / 1_000_000 * self.fps + 0.5))
         return 0
 
+    @property
+    def declared_s(self) -> float:
+        """The length the container declares, ``frame_count / fps`` (0.0: none declared)."""
+        return self.frame_count / self.fps if self.fps else 0.0
+
+    def truncation(self, reached_s: float, until_s: float = math.inf) -> str | None:
+        """Why decoding that ended at ``reached_s`` (the last frame's time plus a frame)
+        while frames up to ``until_s`` were wanted means a damaged file: it stopped before
+        :data:`COMPLETE_SHARE` of the declared length; None when it did not."""
+        declared = self.declared_s
+        if declared > 0 and not reached_s >= COMPLETE_SHARE * min(declared, until_s):
+            return (f"{self.name}: corrupt or truncated video: decoding stopped at "
+                    f"{max(reached_s, 0.0):.2f} s of {declared:.2f} s")
+        return None
+
+    def _seconds(self, stamp: int) -> float:
+        """A stream timestamp as seconds from the stream's start."""
+        return float((stamp - self._start) * self._base)
+
     def data_end(self) -> float:
         """How far the file's packets reach, in seconds of media time (demuxed, not decoded:
         ~100x cheaper than decoding); reading stops at the first damaged packet. Use on a
@@ -183,7 +186,7 @@ class AVDecoder:
             for packet in self._container.demux(self._stream):
                 stamp = packet.dts if self._by_dts or packet.pts is None else packet.pts
                 if stamp is not None and packet.size:
-                    end = max(end, float((stamp - self._start) * self._base))
+                    end = max(end, self._seconds(stamp))
         except (av.FFmpegError, OSError):
             pass
         return end
@@ -228,6 +231,12 @@ class AVDecoder:
                 return
             except (av.FFmpegError, OSError) as exc:
                 raise SourceError(self._failure(exc, last)) from None
+            if self._skip_until > 0:  # decided before each packet: its frame's own time
+                stamp = None if self._by_dts else packet.pts
+                early = stamp is not None and self._seconds(stamp) < self._skip_until - period
+                self._stream.codec_context.skip_frame = "NONREF" if early else "DEFAULT"
+                if stamp is not None and not early:
+                    self._skip_until = 0.0  # the wanted frames from here on
             try:
                 decoded = packet.decode()
             except av.FFmpegError as exc:
@@ -237,18 +246,11 @@ class AVDecoder:
                     raise SourceError(self._failure(exc, last)) from None
                 continue
             bad_run = 0
-            if self._skip_until > 0:  # decided per packet: its frame's own time
-                stamp = None if self._by_dts else packet.pts
-                early = stamp is not None and float(
-                    (stamp - self._start) * self._base) < self._skip_until - period
-                self._stream.codec_context.skip_frame = "NONREF" if early else "DEFAULT"
-                if stamp is not None and not early:
-                    self._skip_until = 0.0  # the wanted frames from here on
             for frame in decoded:
                 if frame.is_corrupt and self.kind == "file":
                     raise SourceError(self._failure(None, last))
                 stamp = frame.dts if self._by_dts or frame.pts is None else frame.pts
-                ts = float((stamp - self._start) * self._base) if stamp is not None else math.nan
+                ts = self._seconds(stamp) if stamp is not None else math.nan
                 if not (math.isfinite(ts) and ts > last):
                     ts = last + period if math.isfinite(last) else 0.0
                 last = ts
@@ -331,11 +333,9 @@ class PyAVSource:
             raise SourceError(f"{self.info.kind} stream lost: {self.info.name}: the server "
                               "ended the stream")
         self._eof = True
-        declared = self._decoder.declared_s
-        reached = self._last + 1.0 / (self.info.fps or 30.0)
-        if declared > 0 and not reached >= COMPLETE_SHARE * declared:
-            raise SourceError(f"{self.info.name}: corrupt or truncated video: decoding stopped "
-                              f"at {max(reached, 0.0):.2f} s of {declared:.2f} s")
+        problem = self._decoder.truncation(self._last + 1.0 / (self.info.fps or 30.0))
+        if problem:
+            raise SourceError(problem)
 
     def _close_locked(self) -> None:
         if not self._closed:

@@ -47,6 +47,7 @@ __all__ = [
     "FrameSource",
     "OpenCVSource",
     "SyntheticSource",
+    "check_file",
     "open_source",
     "parse_spec",
     "synthetic_index",
@@ -151,6 +152,21 @@ def open_source(spec: str | int, **options: Any) -> FrameSource:
     return PyAVSource(str(target), kind=kind, threads=threads, **options)
 
 
+def check_file(path: str) -> None:
+    """Refuse a file source before a decoder opens it (a FIFO would block the decoder).
+
+    Raises:
+        SourceError: ``path`` is missing, not a regular readable file, or empty.
+    """
+    name = mask_credentials(path)
+    problem = input_file_problem(path)
+    if problem:
+        raise SourceError(f"{name}: file not found" if problem == "file not found" else
+                          f"{name} {problem}")
+    if Path(path).stat().st_size == 0:
+        raise SourceError(f"{name}: empty file (0 bytes)")
+
+
 class OpenCVSource:
     """A webcam, RTSP/HTTP feed or file read with OpenCV (FFmpeg backend for URLs and files).
 
@@ -182,12 +198,8 @@ class OpenCVSource:
         if transport not in ("tcp", "udp"):
             raise SourceError(f"bad RTSP transport {transport!r}; use 'tcp' or 'udp'")
         name = mask_credentials(str(target))
-        problem = input_file_problem(str(target)) if kind == "file" else None
-        if problem:
-            raise SourceError(f"{name}: file not found" if problem == "file not found" else
-                              f"{name} {problem}")
-        if kind == "file" and Path(str(target)).stat().st_size == 0:
-            raise SourceError(f"{name}: empty file (0 bytes)")
+        if kind == "file":
+            check_file(str(target))
         cv2 = cv2_module()
         self._lock = threading.Lock()  # held during read(); guards the capture
         self._closing = False

@@ -44,8 +44,6 @@ __all__ = [
 ]
 
 FrameFn = Callable[[np.ndarray], np.ndarray]
-#: Decoding that stops before this share of the declared length counts as truncation.
-_COMPLETE_SHARE = 0.9
 #: Decoded frames a span reader keeps unconverted before it converts on arrival instead
 #: (a long span of a 4K file would otherwise hold gigabytes): 512 MB.
 _HELD_BYTES = 512 << 20
@@ -135,13 +133,9 @@ def _frames(path: str | Path, decoder: AVDecoder, info: VideoInfo,
         raise DataError(str(exc)) from None
     if index == 0:
         raise DataError(f"{path}: no frame could be decoded (corrupt or not a video)")
-    declared = info.duration_s
-    reached = last_ts + 1.0 / (info.fps if info.fps > 0 else 30.0)
-    if declared > 0 and reached < _COMPLETE_SHARE * min(declared, until_s):
-        raise DataError(
-            f"{path}: corrupt or truncated video: decoding stopped at {max(reached, 0.0):.2f} "
-            f"s of {declared:.2f} s ({index} of {info.frame_count} frames)"
-        )
+    problem = decoder.truncation(last_ts + 1.0 / (info.fps if info.fps > 0 else 30.0), until_s)
+    if problem:
+        raise DataError(f"{problem} ({index} of {info.frame_count} frames)")
 
 
 def iter_frames(
@@ -185,7 +179,8 @@ def _span_pictures(path: str | Path, windows: list[Span], frame_fn: FrameFn | No
         raise ConfigError("read_windows needs at least one time span")
     until = max(end for _, end in windows)
     out: list[tuple[list[Any], list[float]]] = [([], []) for _ in windows]
-    held, convert = 0, False
+    held, small = 0, False
+    convert = _once(frame_fn)
     decoder, info = opened or _open(path)
     try:
         decoder.skip_until(min(start for start, _ in windows))
@@ -193,12 +188,12 @@ def _span_pictures(path: str | Path, windows: list[Span], frame_fn: FrameFn | No
             spans = [i for i, span in enumerate(windows) if in_span(ts, span)]
             if not spans:
                 continue
-            if not convert and held + picture.nbytes > _HELD_BYTES:
-                convert = True  # from now on small copies only (and the held ones)
+            if not small and held + picture.nbytes > _HELD_BYTES:
+                small = True  # from now on small copies only (and the held ones)
                 for frames, _ in out:
-                    frames[:] = [_convert(p, frame_fn) for p in frames]
-            kept: Any = _convert(picture, frame_fn) if convert else picture
-            held += 0 if convert else picture.nbytes
+                    frames[:] = [convert(p) for p in frames]
+            kept: Any = convert(picture) if small else picture
+            held += 0 if small else picture.nbytes
             for i in spans:
                 out[i][0].append(kept)
                 out[i][1].append(ts)
@@ -207,6 +202,20 @@ def _span_pictures(path: str | Path, windows: list[Span], frame_fn: FrameFn | No
     if any(not frames for frames, _ in out):
         raise DataError(f"{path}: no frames in the requested time span (video too short?)")
     return out
+
+
+def _once(frame_fn: FrameFn | None) -> Callable[[Any], np.ndarray]:
+    """:func:`_convert` that converts each held item once (by identity: the items stay
+    alive in the caller's lists) and returns the same array when asked again."""
+    done: dict[int, np.ndarray] = {}
+
+    def convert(item: Any) -> np.ndarray:
+        key = id(item)
+        if key not in done:
+            done[key] = _convert(item, frame_fn)
+        return done[key]
+
+    return convert
 
 
 def _convert(item: Any, frame_fn: FrameFn | None) -> np.ndarray:
@@ -238,9 +247,8 @@ def read_windows(
         DataError: unreadable file, or a span left empty.
     """
     found = _span_pictures(path, windows, frame_fn)
-    done: dict[int, np.ndarray] = {}  # a frame in two spans is converted once
-    return [([done.setdefault(id(p), _convert(p, frame_fn)) for p in frames], stamps)
-            for frames, stamps in found]
+    convert = _once(frame_fn)  # a frame in two spans is converted once
+    return [([convert(p) for p in frames], stamps) for frames, stamps in found]
 
 
 def read_clips(path: str | Path, transform: ClipTransform, num_clips: int = 1) -> list[np.ndarray]:
@@ -267,12 +275,10 @@ def read_clips(path: str | Path, transform: ClipTransform, num_clips: int = 1) -
         decoder.close()
         raise
     found = _span_pictures(path, spans, transform.spatial, (decoder, info))
-    done: dict[int, np.ndarray] = {}  # a frame two clips sample is converted once
+    convert = _once(transform.spatial)  # a frame two clips sample is converted once
     clips = []
     for frames, _ in found:
-        picked = [done.setdefault(id(frames[int(i)]), _convert(frames[int(i)],
-                                                                transform.spatial))
-                  for i in transform.select(len(frames))]
+        picked = [convert(frames[int(i)]) for i in transform.select(len(frames))]
         clips.append(transform.prepare(picked))  # (picked already: checks and stacks)
     return clips
 
